@@ -1,0 +1,49 @@
+# Two commands do all the set-up on a fresh machine (see README.md):
+#   make book   build the executed book into _build/html
+#   make test   run the whole test suite (unit tests, SymPy checks, smoke build of the book)
+#
+# Variables: DGM_PROFILE=smoke|cpu|full, DGM_DATA=<data root>, VENV=<virtual environment>.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+JOBS    ?= 2
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.dgm-installed
+MATHJAX := book/_static/mathjax/tex-chtml.js
+MATHJAX_VERSION ?= 3.2.2
+
+# Chapters execute with book/ as their working folder: hand them an absolute data root.
+ifneq ($(strip $(DGM_DATA)),)
+export DGM_DATA := $(abspath $(DGM_DATA))
+endif
+
+.PHONY: book test install mathjax student-notebooks clean help
+
+help:
+	@sed -n '1,7p' Makefile
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# MathJax comes from the npm registry at build time and is served by the site (no CDN).
+$(MATHJAX):
+	rm -rf _build/npm book/_static/mathjax
+	mkdir -p _build/npm
+	npm install --silent --no-audit --no-fund --prefix _build/npm mathjax@$(MATHJAX_VERSION)
+	cp -r _build/npm/node_modules/mathjax/es5 book/_static/mathjax
+
+mathjax: $(MATHJAX)
+
+book: install mathjax
+	$(BIN)/python -m dgm.build
+
+test: install mathjax
+	$(BIN)/python -m pytest tests -n $(JOBS) --dist loadscope
+
+clean:
+	rm -rf _build book/_static/mathjax
