@@ -11,6 +11,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.dgm-installed
 MATHJAX := book/_static/mathjax/tex-chtml.js
 MATHJAX_VERSION ?= 3.2.2
+MJ_SRC  := _build/npm/node_modules/mathjax/es5
 
 # Chapters execute with book/ as their working folder: hand them an absolute data root.
 ifneq ($(strip $(DGM_DATA)),)
@@ -33,9 +34,13 @@ install: $(STAMP)
 # MathJax comes from the npm registry at build time and is served by the site (no CDN).
 $(MATHJAX):
 	rm -rf _build/npm book/_static/mathjax
-	mkdir -p _build/npm
+	mkdir -p _build/npm book/_static/mathjax/output/chtml/fonts book/_static/mathjax/input/tex
 	npm install --silent --no-audit --no-fund --prefix _build/npm mathjax@$(MATHJAX_VERSION)
-	cp -r _build/npm/node_modules/mathjax/es5 book/_static/mathjax
+	cp -r $(MJ_SRC)/a11y $(MJ_SRC)/ui book/_static/mathjax/
+	cp -r $(MJ_SRC)/input/tex/extensions book/_static/mathjax/input/tex/
+	cp -r $(MJ_SRC)/output/chtml/fonts/woff-v2 book/_static/mathjax/output/chtml/fonts/
+	cp _build/npm/node_modules/mathjax/LICENSE book/_static/mathjax/
+	cp $(MJ_SRC)/tex-chtml.js $(MATHJAX)
 
 mathjax: $(MATHJAX)
 
