@@ -15,7 +15,8 @@ MJ_SRC  := _build/npm/node_modules/mathjax/es5
 
 # Chapters execute with book/ as their working folder: hand them an absolute data root.
 ifneq ($(strip $(DGM_DATA)),)
-export DGM_DATA := $(abspath $(DGM_DATA))
+override DGM_DATA := $(abspath $(DGM_DATA))
+export DGM_DATA
 endif
 
 .PHONY: book test install mathjax student-notebooks clean help

@@ -1,0 +1,1 @@
+"""Benchmark scripts: they measure times and quality and write benchmarks/results/*.json."""
