@@ -19,7 +19,7 @@ override DGM_DATA := $(abspath $(DGM_DATA))
 export DGM_DATA
 endif
 
-.PHONY: book test install mathjax student-notebooks clean help
+.PHONY: book test install mathjax browser clean help
 
 help:
 	@sed -n '1,7p' Makefile
@@ -48,7 +48,13 @@ mathjax: $(MATHJAX)
 book: install mathjax
 	$(BIN)/python -m dgm.build
 
-test: install mathjax
+# Debian's Chromium for the browser test of the site (never a browser downloaded by a tool).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else sudo apt-get install -y chromium; fi; }
+
+test: install mathjax browser
 	$(BIN)/python -m pytest tests -n $(JOBS) --dist loadscope
 
 clean:

@@ -1,0 +1,225 @@
+"""Check the built site in a real browser: headless Chromium driven by Playwright, network off.
+
+    python -m benchmarks.sitecheck [HTML_DIR]
+
+Serves HTML_DIR (default _build/smoke/_build/html) on 127.0.0.1, aborts every request to any
+other host (and counts it), opens every page and checks: no console errors, mathematics typeset
+by the site's own MathJax (no raw TeX left), every image loaded, the exercise/solution dropdowns
+open, and the search page finds a chapter by a word in it. Internal links and anchors are checked
+from the HTML files. Screenshots of the home page and one page per chapter go to
+HTML_DIR/../screenshots. Writes benchmarks/results/site_check.json.
+
+Needs Debian's chromium (``apt-get install chromium``) and the ``playwright`` Python package; it
+never downloads a browser of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urljoin, urlparse
+
+from bs4 import BeautifulSoup
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def find_chromium() -> str | None:
+    for path in CHROMIUM_CANDIDATES:
+        if Path(path).exists():
+            return path
+    return shutil.which("chromium")
+
+
+@dataclass
+class SiteReport:
+    pages: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    external_requests: list[str] = field(default_factory=list)
+    untypeset_math: list[str] = field(default_factory=list)
+    broken_images: list[str] = field(default_factory=list)
+    broken_links: list[str] = field(default_factory=list)
+    dropdown_failures: list[str] = field(default_factory=list)
+    search_ok: bool = False
+    dropdowns_opened: int = 0
+    screenshots: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    site_bytes: int = 0
+
+    @property
+    def problems(self) -> dict[str, list[str]]:
+        found = {k: v for k, v in {
+            "console_errors": self.console_errors, "external_requests": self.external_requests,
+            "untypeset_math": self.untypeset_math, "broken_images": self.broken_images,
+            "broken_links": self.broken_links, "dropdown_failures": self.dropdown_failures,
+        }.items() if v}
+        if not self.search_ok:
+            found["search"] = ["the search page did not find the probability chapter for 'Jensen'"]
+        return found
+
+
+def content_pages(html_dir: Path) -> list[Path]:
+    """Every page of the book proper (not Sphinx's generated index/search pages)."""
+    skip = {"genindex.html", "search.html", "prf-prf.html"}
+    return sorted(p for p in html_dir.rglob("*.html")
+                  if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts)
+
+
+def check_links(html_dir: Path, pages: list[Path]) -> list[str]:
+    """Every internal link resolves to a file, and every #anchor to an id in that file."""
+    ids: dict[Path, set[str]] = {}
+
+    def ids_of(path: Path) -> set[str]:
+        if path not in ids:
+            soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+            ids[path] = {tag["id"] for tag in soup.find_all(id=True)}
+        return ids[path]
+
+    broken = []
+    for page in pages:
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        for tag in soup.find_all(["a", "link"], href=True):
+            href = tag["href"]
+            if urlparse(href).scheme or href.startswith(("mailto:", "//", "javascript:")):
+                continue
+            target, anchor = urldefrag(href)
+            target = urlparse(target).path  # drop ?v=... cache-busting queries
+            path = (page.parent / unquote(target)).resolve() if target else page
+            if path.is_dir():
+                path = path / "index.html"
+            rel = page.relative_to(html_dir)
+            if not path.exists():
+                broken.append(f"{rel}: {href} (no such file)")
+            elif anchor and path.suffix == ".html" and unquote(anchor) not in ids_of(path):
+                broken.append(f"{rel}: {href} (no anchor #{anchor})")
+    return broken
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output readable
+        pass
+
+
+def check_site(html_dir: Path, screenshot_dir: Path | None = None) -> SiteReport:
+    from playwright.sync_api import sync_playwright
+
+    html_dir = html_dir.resolve()
+    report = SiteReport()
+    start = time.perf_counter()
+    report.site_bytes = sum(p.stat().st_size for p in html_dir.rglob("*") if p.is_file())
+    pages = content_pages(html_dir)
+    report.broken_links = check_links(html_dir, pages)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(html_dir)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    chromium = find_chromium()
+    if chromium is None:
+        raise RuntimeError("Chromium not found: install Debian's package with `apt-get install chromium`")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+
+            def gate(route):
+                url = route.request.url
+                if url.startswith(base) or url.startswith("data:"):
+                    route.continue_()
+                else:
+                    report.external_requests.append(url)
+                    route.abort()
+
+            context.route("**/*", gate)
+            page = context.new_page()
+            current = {"url": ""}
+            page.on("console", lambda msg: msg.type == "error" and report.console_errors.append(
+                f"{current['url']}: {msg.text}"))
+            page.on("pageerror", lambda exc: report.console_errors.append(f"{current['url']}: {exc}"))
+
+            for path in pages:
+                rel = path.relative_to(html_dir).as_posix()
+                current["url"] = rel
+                page.goto(urljoin(base, rel), wait_until="load")
+                report.pages.append(rel)
+                if page.locator(".math").count():
+                    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
+                                           timeout=20_000)
+                    page.evaluate("() => MathJax.startup.promise")
+                    raw = page.evaluate(
+                        "() => Array.from(document.querySelectorAll('.math'))"
+                        ".filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60))")
+                    report.untypeset_math += [f"{rel}: {t}" for t in raw]
+                broken = page.evaluate(
+                    "() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+                    ".map(i => i.getAttribute('src'))")
+                report.broken_images += [f"{rel}: {src}" for src in broken]
+                if screenshot_dir is not None and rel.startswith("book/"):
+                    screenshot_dir.mkdir(parents=True, exist_ok=True)
+                    shot = screenshot_dir / (rel.replace("/", "_").removesuffix(".html") + ".png")
+                    page.screenshot(path=str(shot), full_page=False)
+                    report.screenshots.append(str(shot))
+                toggles = page.locator("button.toggle-button")
+                text_length = "(id) => { const e = document.getElementById(id); return e ? e.innerText.length : -1; }"
+                for k in range(toggles.count()):
+                    button = toggles.nth(k)
+                    target_id = button.get_attribute("data-target")
+                    before = page.evaluate(text_length, target_id)
+                    button.scroll_into_view_if_needed()
+                    button.click()
+                    page.wait_for_timeout(100)
+                    after = page.evaluate(text_length, target_id)
+                    if not after > before >= 0:  # opening a dropdown reveals its hidden text
+                        report.dropdown_failures.append(f"{rel}: dropdown {target_id} did not open")
+                report.dropdowns_opened += toggles.count() - sum(rel in f for f in report.dropdown_failures)
+
+            current["url"] = "search.html"
+            page.goto(urljoin(base, "search.html?q=Jensen"), wait_until="load")
+            try:
+                page.wait_for_selector("#search-results a[href*='probability']", timeout=20_000)
+                report.search_ok = True
+            except Exception:
+                report.search_ok = False
+            browser.close()
+    finally:
+        server.shutdown()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import write
+
+    argv = sys.argv[1:] if argv is None else argv
+    html_dir = Path(argv[0]) if argv else ROOT / "_build" / "smoke" / "_build" / "html"
+    report = check_site(html_dir, html_dir.parent / "screenshots")
+    payload = {
+        "html_dir": str(html_dir),
+        "pages_checked": len(report.pages),
+        "console_errors": len(report.console_errors),
+        "broken_links": len(report.broken_links),
+        "external_requests_blocked": len(report.external_requests),
+        "untypeset_math": len(report.untypeset_math),
+        "broken_images": len(report.broken_images),
+        "dropdowns_opened": report.dropdowns_opened,
+        "search_finds_chapter": report.search_ok,
+        "browser_check_seconds": round(report.seconds, 1),
+        "site_megabytes": round(report.site_bytes / 2**20, 1),
+        "problems": report.problems,
+    }
+    print(write("site_check", payload).read_text())
+    return 0 if not report.problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
