@@ -54,8 +54,9 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else sudo apt-get install -y chromium; fi; }
 
+# JOBS test processes share the cores: one math thread each avoids oversubscribing them.
 test: install mathjax browser
-	$(BIN)/python -m pytest tests -n $(JOBS) --dist loadscope
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests -n $(JOBS) --dist loadscope
 
 clean:
 	rm -rf _build book/_static/mathjax

@@ -52,7 +52,8 @@ def build_book(profile: str | None = None, out: Path | None = None, echo: bool =
            "-W", "-n", "--keep-going"]
     if out is not None:
         cmd += ["--path-output", str(Path(out).resolve())]
-    env = dict(os.environ, DGM_PROFILE=profile, PYTHONHASHSEED="0")
+    # Progress bars are for people at a terminal or in JupyterLab, not for the built pages.
+    env = dict(os.environ, DGM_PROFILE=profile, PYTHONHASHSEED="0", TQDM_DISABLE="1")
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
