@@ -1,0 +1,266 @@
+"""Claims of the normalizing flows chapter (book/flows.md), checked against autograd, closed forms
+and numeric integration."""
+
+import math
+
+import pytest
+import torch
+from scipy import integrate
+from scipy.stats import norm
+from torch import nn
+
+from dgm.data import load_dataset
+from dgm.flows import (
+    AffineCoupling,
+    Dequantize,
+    FlowModel,
+    Squeeze,
+    build_image_flow,
+    channel_mask,
+    checkerboard_mask,
+    conv_net,
+    mlp_net,
+    nll_bits_per_dim,
+    squeeze,
+    train_flow,
+    unsqueeze,
+)
+
+INVERSE_TOL = 1e-12    # float64 round trip through a coupling layer
+LOGDET_TOL = 1e-10     # float64 analytic logdet vs autograd Jacobian
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one thread is faster, and much faster on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _randomise(module: nn.Module, seed: int, scale: float = 0.5) -> nn.Module:
+    """Give every parameter random values (the zero-initialised output layers make a fresh
+    coupling layer the identity, which would make the checks trivial)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return module
+
+
+def _image_coupling(mask, c, additive=False, seed=0):
+    layer = AffineCoupling(mask, conv_net(c, 8, 2 * c, num_layers=2), c, additive=additive)
+    return _randomise(layer.double(), seed)
+
+
+def _vector_coupling(mask, d, additive=False, seed=0):
+    layer = AffineCoupling(mask, mlp_net(d, 16, 2 * d), d, additive=additive)
+    return _randomise(layer.double(), seed)
+
+
+def _autograd_logdet(layer, x):
+    """log|det J| of the layer at one input x (shape (1, ...)) from the flattened autograd Jacobian."""
+    def f(flat):
+        return layer(flat.view_as(x))[0].reshape(-1)
+    jac = torch.autograd.functional.jacobian(f, x.reshape(-1))
+    return torch.linalg.slogdet(jac)[1]
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_affine_coupling_inverse_recovers_input_to_float64_precision(parity):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 2, 6, 6, generator=gen, dtype=torch.float64)
+    for layer in (_image_coupling(checkerboard_mask(6, 6, parity), 2),
+                  _image_coupling(channel_mask(2, parity), 2)):
+        z, _ = layer(x)
+        assert (z - x).abs().max() > 0.1, "a randomised layer should move the input"
+        assert torch.allclose(layer.inverse(z), x, atol=INVERSE_TOL, rtol=0)
+
+
+def test_affine_coupling_logdet_equals_autograd_jacobian_logdet():
+    gen = torch.Generator().manual_seed(2)
+    cases = [
+        (_image_coupling(checkerboard_mask(4, 4, 0), 1), torch.randn(1, 1, 4, 4, generator=gen, dtype=torch.float64)),
+        (_image_coupling(channel_mask(4, 1), 4), torch.randn(1, 4, 2, 2, generator=gen, dtype=torch.float64)),
+        (_vector_coupling(torch.tensor([1.0, 0.0, 1.0]), 3), torch.randn(1, 3, generator=gen, dtype=torch.float64)),
+    ]
+    for layer, x in cases:
+        _, logdet = layer(x)
+        assert logdet.shape == (1,)
+        assert abs(logdet.item()) > 0.1, "the check is only informative for a non-volume-preserving layer"
+        assert abs(logdet.item() - _autograd_logdet(layer, x).item()) < LOGDET_TOL
+
+
+def test_additive_coupling_is_volume_preserving():
+    gen = torch.Generator().manual_seed(3)
+    layer = _image_coupling(checkerboard_mask(4, 4, 1), 1, additive=True)
+    x = torch.randn(1, 1, 4, 4, generator=gen, dtype=torch.float64)
+    z, logdet = layer(x)
+    assert (z - x).abs().max() > 0.1
+    assert logdet.abs().max().item() == 0.0
+    assert abs(_autograd_logdet(layer, x).item()) < LOGDET_TOL
+    assert torch.allclose(layer.inverse(z), x, atol=INVERSE_TOL, rtol=0)
+
+
+def test_checkerboard_masks_are_complementary_and_alternate():
+    m0, m1 = checkerboard_mask(5, 6, 0), checkerboard_mask(5, 6, 1)
+    assert m0.shape == (1, 1, 5, 6)
+    assert torch.equal(m0 + m1, torch.ones_like(m0))
+    assert torch.all(m0[..., 1:, :] != m0[..., :-1, :])  # vertical neighbours differ
+    assert torch.all(m0[..., :, 1:] != m0[..., :, :-1])  # horizontal neighbours differ
+
+
+def test_channel_masks_are_complementary_halves():
+    m0, m1 = channel_mask(4, 0), channel_mask(4, 1)
+    assert m0.shape == (1, 4, 1, 1)
+    assert torch.equal(m0 + m1, torch.ones_like(m0))
+    assert m0.sum().item() == 2 and m1.sum().item() == 2
+
+
+def test_squeeze_then_unsqueeze_is_identity_and_squeeze_moves_2x2_blocks_to_channels():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float64).view(2, 3, 4, 6)
+    y = squeeze(x)
+    assert y.shape == (2, 12, 2, 3)
+    assert torch.equal(unsqueeze(y), x)
+    # the four channels of output pixel (0, 0) of input channel 0 are its top-left 2x2 block
+    assert torch.equal(y[0, 0:4, 0, 0], x[0, 0, 0:2, 0:2].reshape(-1))
+    z, logdet = Squeeze()(x)
+    assert torch.equal(logdet, torch.zeros(2, dtype=torch.float64))
+
+
+def test_uniform_dequantisation_maps_each_level_into_its_bin():
+    deq = Dequantize().double()
+    levels = torch.arange(256, dtype=torch.float64).view(1, 1, 16, 16).repeat(64, 1, 1, 1)
+    w, _ = deq(levels)
+    y = (torch.sigmoid(w) - deq.alpha) / (1 - 2 * deq.alpha)
+    tol = 1e-9
+    assert torch.all(y >= levels / 256 - tol) and torch.all(y < (levels + 1) / 256 + tol)
+    assert torch.equal(deq.inverse(w), levels)
+
+
+class _Affine1d(nn.Module):
+    """z = (w - m) / sigma: under a N(0, 1) prior, w ~ N(m, sigma^2)."""
+
+    def __init__(self, m, sigma):
+        super().__init__()
+        self.m, self.sigma = m, sigma
+
+    def forward(self, w):
+        return (w - self.m) / self.sigma, torch.full((w.shape[0],), -math.log(self.sigma), dtype=w.dtype)
+
+    def inverse(self, z):
+        return z * self.sigma + self.m
+
+
+def _toy_1d_model(m=-1.0, sigma=1.5):
+    return FlowModel([_Affine1d(m, sigma)], (1,), Dequantize(alpha=0.01).double()).double()
+
+
+def _integrand(model, k):
+    """u -> exp(dequantised log-likelihood of level k with noise u) = p_y((k + u) / 256) / 256."""
+    def f(u):
+        x = torch.tensor([[k / 255]], dtype=torch.float64)
+        return model.log_prob(x, torch.tensor([[u]], dtype=torch.float64)).item()
+    return f
+
+
+def test_discrete_probabilities_of_dequantised_model_match_closed_form():
+    """P(k) = integral over the bin of the continuous density = Phi difference at the bin edges."""
+    model, m, sigma, alpha = _toy_1d_model(), -1.0, 1.5, 0.01
+    def edge(y):
+        return (math.log(alpha + (1 - 2 * alpha) * y) - math.log(1 - alpha - (1 - 2 * alpha) * y) - m) / sigma
+    for k in (0, 3, 100, 255):
+        f = _integrand(model, k)
+        p_numeric = integrate.quad(lambda u: math.exp(f(u)), 0, 1, epsabs=1e-13)[0]
+        p_closed = norm.cdf(edge((k + 1) / 256)) - norm.cdf(edge(k / 256))
+        assert abs(p_numeric - p_closed) < 1e-7 * p_closed
+
+
+def test_uniform_dequantised_loglik_lower_bounds_discrete_loglik():
+    """E_u[log p((k + u) / 256) - log 256] <= log P(k) (Jensen), both by numeric integration."""
+    model = _toy_1d_model()
+    gaps = []
+    for k in (0, 1, 50, 128, 254, 255):
+        f = _integrand(model, k)
+        log_p = math.log(integrate.quad(lambda u: math.exp(f(u)), 0, 1, epsabs=1e-13)[0])
+        bound = integrate.quad(f, 0, 1)[0]
+        gaps.append(log_p - bound)
+    assert min(gaps) >= -1e-9
+    assert max(gaps) > 1e-6, "the density varies within some bin, so the bound is strict there"
+
+
+def test_variational_dequantisation_log_density_matches_change_of_variables():
+    """log q(u | x) = log U(eps) - log |du / deps|, with du/deps by autograd."""
+    deq = _randomise(Dequantize(variational=True, channels=1, hidden=4).double(), seed=4, scale=0.3)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 256, (1, 1, 3, 3), generator=gen).double()
+    eps = torch.rand(1, 1, 3, 3, generator=gen, dtype=torch.float64).requires_grad_(True)
+    u, log_q = deq.noise(x, eps)
+    assert torch.all((u > 0) & (u < 1))
+    du_deps = torch.autograd.grad(u.sum(), eps)[0]  # u_i depends on eps_i only
+    assert torch.allclose(log_q, -torch.log(du_deps).sum().view(1), atol=1e-10, rtol=0)
+
+
+class _LogitToGaussian(nn.Module):
+    """z = Phi^-1(sigmoid(w)): under a N(0, 1) prior, w has the logistic density, so the
+    logit-transformed y' = sigmoid(w) is uniform on (0, 1)."""
+
+    def forward(self, w):
+        z = torch.special.ndtri(torch.sigmoid(w))
+        log_phi = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
+        logdet = torch.nn.functional.logsigmoid(w) + torch.nn.functional.logsigmoid(-w) - log_phi
+        return z, logdet.flatten(1).sum(1)
+
+    def inverse(self, z):
+        return torch.logit(torch.special.ndtr(z))
+
+
+def test_nll_bits_per_dim_of_a_model_uniform_over_bins_is_eight_bits():
+    """y' = alpha + (1 - 2 alpha) y uniform on (0, 1) means p_y = 1 - 2 alpha on [0, 1), so
+    bits/dim = 8 - log2(1 - 2 alpha) exactly, whatever the images and the noise."""
+    alpha = 1e-3
+    model = FlowModel([_LogitToGaussian()], (1, 4, 4), Dequantize(alpha=alpha)).double()
+    x = torch.randint(0, 256, (50, 1, 4, 4), generator=torch.Generator().manual_seed(8)).double() / 255
+    bpd = nll_bits_per_dim(model, x, batch_size=16, generator=torch.Generator().manual_seed(9))
+    assert abs(bpd - (8 - math.log2(1 - 2 * alpha))) < 1e-9
+
+
+def test_affine_change_of_variables_matches_multivariate_normal():
+    """z = A x + b with z ~ N(0, I): log p(x) = log N(Ax + b; 0, I) + log|det A| = log N(x; mu, S)
+    with mu = -A^-1 b, S = A^-1 A^-T."""
+    gen = torch.Generator().manual_seed(6)
+    A = torch.randn(3, 3, generator=gen, dtype=torch.float64) + 2 * torch.eye(3, dtype=torch.float64)
+    b = torch.randn(3, generator=gen, dtype=torch.float64)
+
+    class Linear(nn.Module):
+        def forward(self, x):
+            return x @ A.T + b, torch.linalg.slogdet(A)[1].expand(x.shape[0])
+
+        def inverse(self, z):
+            return torch.linalg.solve(A, (z - b).T).T
+
+    model = FlowModel([Linear()], (3,))
+    x = torch.randn(10, 3, generator=gen, dtype=torch.float64)
+    A_inv = torch.linalg.inv(A)
+    mvn = torch.distributions.MultivariateNormal(-A_inv @ b, covariance_matrix=A_inv @ A_inv.T)
+    assert torch.allclose(model.log_prob(x), mvn.log_prob(x), atol=1e-10, rtol=0)
+
+
+def test_image_flow_decode_recovers_pixel_levels():
+    model = _randomise(build_image_flow(4, 8, multiscale=True, net_layers=1), seed=7, scale=0.05)
+    x = load_dataset("fashion_mnist", "train", subset=8, seed=0).tensors[0]
+    z = model.encode(x)
+    assert z.shape == (8, *model.latent_shape) and model.latent_shape == (4, 14, 14)
+    assert torch.equal(model.decode(z), x)
+
+
+def test_training_decreases_nll_on_real_images():
+    torch.manual_seed(0)
+    x = load_dataset("fashion_mnist", "train", subset=128, seed=0).tensors[0]
+    model = build_image_flow(4, 8, multiscale=True, net_layers=1)
+    before = nll_bits_per_dim(model, x, generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=32, shuffle=True)
+    train_flow(model, loader, epochs=5, lr=2e-3, progress=False)
+    after = nll_bits_per_dim(model, x, generator=torch.Generator().manual_seed(0))
+    assert after < before - 0.5, f"bits/dim went from {before:.3f} to {after:.3f}"
