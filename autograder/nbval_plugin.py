@@ -1,0 +1,192 @@
+"""pytest plugin that records what nbval saw in each notebook cell, for the grader.
+
+Loaded in the pytest subprocess that :mod:`autograder.runner` starts for one submission::
+
+    pytest submission.ipynb -p nbval.plugin -p autograder.nbval_plugin --nbval-lax ...
+
+It runs in the pytest process, never in the student's kernel. Where to write is passed in the
+environment variables ``DGM_GRADER_RESULTS`` (results JSON), ``DGM_GRADER_EXECUTED`` (the
+executed notebook) and ``DGM_GRADER_TOKEN`` (a random token copied into the results, so the
+grader can tell them from a file forged by student code); the plugin removes all three from
+``os.environ`` before the kernel starts, so the kernel does not inherit them.
+
+For every nbval cell item it records: the cell's index, id, ``metadata.dgm`` and whether it is
+a grader cell; ``status`` (passed, failed, timeout, crashed: the kernel died while running
+it, error: the kernel was already dead, skipped); ``ename`` and ``evalue``
+of the exception the cell raised (only those: never nbval's failure report, which prints the
+cell source, nor the traceback); the cell's duration; and for a passing cell the last
+``application/vnd.dgm.partial+json`` output, a hidden check's partial-credit report (see
+:func:`autograder.report.partial_credit`).
+
+Four things differ from plain nbval: a dead kernel is noticed within a second rather than
+after the cell timeout; it waits longer for a cell's outputs once the kernel replied (a
+loaded machine is slow, not broken); a cell that timed out does not mark every later cell
+as an expected failure (nbval's default), so the later checks still count when the kernel
+survived the interrupt; and failure reports are shortened to the exception's last line, so
+even the grader's log holds no hidden source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from queue import Empty
+
+import nbformat
+import pytest
+
+from autograder.report import PARTIAL_MIME
+
+#: Seconds to wait for a cell's outputs once the kernel has replied (nbval's default is 5).
+OUTPUT_TIMEOUT = 30
+
+_state: dict = {"results": None, "executed": None, "token": None, "cells": [], "nb": None,
+                "started": None}
+
+
+def _patch_nbval_kernel() -> None:
+    """Make nbval notice a dead kernel within a second instead of waiting out the timeout.
+
+    nbval waits for a cell's reply for the whole cell timeout even when the kernel died (a
+    crash, ``os._exit``, the out-of-memory killer); then every later cell fails. Messages are
+    awaited in one-second slices here, and a dead kernel ends the wait at once, flagged so
+    the cell is reported as ``crashed``.
+    """
+    from nbval.kernel import RunningKernel
+
+    if getattr(RunningKernel, "_dgm_patched", False):
+        return
+    original = RunningKernel.get_message
+
+    def get_message(self, stream, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            try:
+                return original(self, stream, timeout=step)
+            except Empty:
+                if not self.is_alive():
+                    self._dgm_died = True
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    RunningKernel.get_message = get_message
+    RunningKernel._dgm_patched = True
+
+
+def pytest_configure(config):
+    _patch_nbval_kernel()
+    _state["results"] = os.environ.pop("DGM_GRADER_RESULTS", None)
+    _state["executed"] = os.environ.pop("DGM_GRADER_EXECUTED", None)
+    _state["token"] = os.environ.pop("DGM_GRADER_TOKEN", None)
+    _state["started"] = time.perf_counter()
+
+
+def _is_cell(item) -> bool:
+    return hasattr(item, "cell") and hasattr(item, "cell_num")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if not _is_cell(item):
+        return
+    # nbval waits only 5 s for a cell's output messages after its reply, then kills the
+    # kernel: on a loaded machine that is a lost submission, not a slow one.
+    item.output_timeout = max(getattr(item, "output_timeout", 5), OUTPUT_TIMEOUT)
+    parent = item.parent
+    kernel = getattr(parent, "kernel", None)
+    if getattr(parent, "timed_out", False) and kernel is not None and kernel.is_alive():
+        parent.timed_out = False  # the interrupt worked: later cells are graded normally
+    _state["nb"] = getattr(parent, "nb", None)
+
+
+def _error_output(outputs):
+    for out in reversed(outputs or []):
+        if out.get("output_type") == "error":
+            return out
+    return None
+
+
+def _partial(outputs):
+    found = None
+    for out in outputs or []:
+        data = out.get("data") or {}
+        if PARTIAL_MIME in data:
+            found = data[PARTIAL_MIME]
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not _is_cell(item) or call.when == "teardown":
+        return
+    if call.when == "setup" and call.excinfo is None:
+        return
+    outputs = list(getattr(item, "test_outputs", None) or [])
+    record = {
+        "index": item.cell_num,
+        "id": item.cell.get("id"),
+        "dgm": dict(item.cell.get("metadata", {}).get("dgm", {}) or {}),
+        "grader": "grader" in (item.cell.get("metadata", {}).get("tags", []) or []),
+        "duration": round(call.duration, 4),
+        "status": "passed",
+        "ename": None,
+        "evalue": None,
+        "partial": None,
+    }
+    if call.excinfo is None:
+        record["partial"] = _partial(outputs)
+    else:
+        exc = call.excinfo.value
+        text = str(exc)
+        err = _error_output(outputs)
+        kernel = getattr(item.parent, "kernel", None)
+        if call.excinfo.errisinstance(pytest.skip.Exception):
+            record["status"] = "skipped"
+        elif kernel is not None and getattr(kernel, "_dgm_died", False):
+            kernel._dgm_died = False  # only this cell killed it; later ones find it dead
+            record["status"] = "crashed"
+        elif "Timeout" in text or (err is not None and err.get("ename") == "KeyboardInterrupt"
+                                   and getattr(item.parent, "timed_out", False)):
+            record["status"] = "timeout"
+        elif err is not None:
+            record["status"] = "failed"
+            record["ename"], record["evalue"] = err.get("ename"), err.get("evalue")
+        else:  # the kernel died, or nbval itself failed: no exception of the student's
+            record["status"] = "error"
+            record["ename"] = type(exc).__name__
+            record["evalue"] = text.splitlines()[0] if text else ""
+        if report.failed:  # keep the log free of cell sources and tracebacks
+            line = f"{record['ename']}: {record['evalue']}" if record["ename"] else record["status"]
+            report.longrepr = f"cell {record['id']}: {line}"[:500]
+    # Keep the outputs in the notebook written at the end, for the instructor.
+    item.cell["outputs"] = [nbformat.from_dict(dict(o)) for o in outputs]
+    item.cell["execution_count"] = len([c for c in _state["cells"] if c["status"] != "skipped"]) + 1
+    _state["cells"] = [c for c in _state["cells"] if c["index"] != record["index"]] + [record]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _state["executed"] and _state["nb"] is not None:
+        for cell in _state["nb"].cells:
+            if cell.get("cell_type") == "code":
+                for out in cell.get("outputs", []):
+                    if out.get("output_type") == "execute_result":
+                        out.setdefault("metadata", {})
+                        out.setdefault("execution_count", cell.get("execution_count"))
+        _atomic_write(_state["executed"], nbformat.writes(_state["nb"]))
+    if _state["results"]:
+        payload = {"token": _state["token"], "exitstatus": int(exitstatus),
+                   "wall": time.perf_counter() - (_state["started"] or time.perf_counter()),
+                   "cells": sorted(_state["cells"], key=lambda c: c["index"])}
+        _atomic_write(_state["results"], json.dumps(payload, indent=1))
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

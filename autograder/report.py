@@ -1,0 +1,274 @@
+"""Write what grading found: results.json (Gradescope), feedback.md/.html, gradebook.csv.
+
+Per student, in ``DIR/<student>/``:
+
+``results.json``   Gradescope's autograder format, ready to upload: top-level ``score``,
+                   ``max_score`` (auto-graded points), ``execution_time``, ``output``,
+                   ``visibility``, ``stdout_visibility`` and ``tests``, one entry per
+                   auto-graded item with ``name``, ``number``, ``score``, ``max_score``,
+                   ``status``, ``output`` and ``visibility``. ``extra_data`` keeps what the
+                   gradebook needs (items, written answers pending, timings).
+``feedback.md``    for each item its points and messages, the notes of the merge step, then
+                   the written answers, collected for manual grading. ``feedback.html`` is the
+                   same page rendered.
+
+For the class, ``DIR/gradebook.csv``: one row per student, columns ``student``, one per
+auto-graded item (points), one per written item (``pending`` until an instructor types the
+points in), ``auto_score``, ``written_pending`` (points still to grade by hand), ``total``
+(auto-graded points plus the written points filled in so far) and ``max_score``. Regrading
+keeps the written points already typed in.
+
+Nothing here ever sees a hidden check's source or a traceback: messages are built by
+:mod:`autograder.grade` from the exception's message only, and hidden-source lines are
+redacted there too.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PENDING = "pending"
+#: Mime type of a hidden check's partial-credit report (read by :mod:`autograder.nbval_plugin`).
+PARTIAL_MIME = "application/vnd.dgm.partial+json"
+
+
+@dataclass
+class ItemResult:
+    """The grade of one item for one student."""
+
+    item: str
+    kind: str                   # "auto" or "written"
+    max_score: float
+    score: float | None         # None: pending (written, graded by hand)
+    messages: list[str] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)  # per hidden cell: id, points, earned, status
+
+
+@dataclass
+class StudentResult:
+    """Everything graded for one student."""
+
+    student: str
+    assignment: str
+    items: list[ItemResult]
+    notes: list[str]                      # general notes (not tied to an item)
+    written_answers: dict[str, str]       # item -> the student's markdown
+    profile: str
+    device: str
+    timings: dict[str, float]
+    error: str | None = None
+
+    @property
+    def auto_score(self) -> float:
+        return sum(i.score or 0.0 for i in self.items if i.kind == "auto")
+
+    @property
+    def auto_max(self) -> float:
+        return sum(i.max_score for i in self.items if i.kind == "auto")
+
+    @property
+    def written_pending(self) -> float:
+        return sum(i.max_score for i in self.items if i.kind == "written")
+
+
+def partial_credit(fraction: float, message: str = "") -> None:
+    """Report partial credit from a hidden check cell, as its last statement.
+
+    The cell earns ``fraction`` of its points when it finishes without an exception; without
+    this call a passing cell earns all of them. Runs in the kernel.
+    """
+    from IPython.display import display
+
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    display({PARTIAL_MIME: {"fraction": fraction, "message": str(message)[:500]}}, raw=True)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return PENDING
+    return f"{x:g}"
+
+
+def gradescope_json(res: StudentResult) -> dict:
+    """``results.json`` in Gradescope's autograder format."""
+    tests = []
+    for n, item in enumerate((i for i in res.items if i.kind == "auto"), start=1):
+        tests.append({
+            "name": item.item,
+            "number": str(n),
+            "score": float(item.score or 0.0),
+            "max_score": float(item.max_score),
+            "status": "passed" if (item.score or 0.0) >= item.max_score else "failed",
+            "output": "\n".join(item.messages),
+            "visibility": "visible",
+        })
+    pending = [i for i in res.items if i.kind == "written"]
+    summary = f"Auto-graded: {_fmt(res.auto_score)}/{_fmt(res.auto_max)} points."
+    if pending:
+        summary += (f" Written answers ({', '.join(i.item for i in pending)}; "
+                    f"{_fmt(res.written_pending)} points) are graded by hand.")
+    if res.error:
+        summary += f" {res.error}"
+    return {
+        "score": float(res.auto_score),
+        "max_score": float(res.auto_max),
+        "execution_time": round(res.timings.get("wall_s", 0.0), 2),
+        "output": "\n".join([summary, *res.notes]),
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+        "extra_data": {
+            "student": res.student,
+            "assignment": res.assignment,
+            "profile": res.profile,
+            "device": res.device,
+            "items": [{k: v for k, v in asdict(i).items() if k != "messages"} for i in res.items],
+            "timings": res.timings,
+        },
+    }
+
+
+def feedback_markdown(res: StudentResult) -> str:
+    """The student's feedback page."""
+    lines = [f"# Feedback on `{res.assignment}` for {res.student}", "",
+             f"**Auto-graded score: {_fmt(res.auto_score)} / {_fmt(res.auto_max)}**"]
+    if res.written_pending:
+        lines.append(f"(plus {_fmt(res.written_pending)} points of written answers, graded by "
+                     "hand)")
+    lines += ["", f"Graded in the `{res.profile}` profile on `{res.device}`.", ""]
+    if res.error:
+        lines += [f"> {res.error}", ""]
+    for note in res.notes:
+        lines += [f"- {note}"]
+    if res.notes:
+        lines.append("")
+    for item in res.items:
+        if item.kind != "auto":
+            continue
+        lines += [f"## {item.item}: {_fmt(item.score)} / {_fmt(item.max_score)}", ""]
+        lines += [f"- {m}" for m in item.messages] or ["- All checks passed."]
+        lines.append("")
+    written = [i for i in res.items if i.kind == "written"]
+    if written:
+        lines += ["## Written answers (graded by hand)", ""]
+        for item in written:
+            lines += [f"### {item.item}: {_fmt(item.score)} / {_fmt(item.max_score)}", ""]
+            lines += [f"- {m}" for m in item.messages]
+            answer = res.written_answers.get(item.item, "").strip()
+            lines += [""] + ["> " + line for line in answer.splitlines()] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def markdown_to_html(text: str, title: str) -> str:
+    try:
+        from markdown_it import MarkdownIt
+
+        body = MarkdownIt("commonmark", {"html": False}).render(text)
+    except ImportError:  # keep the grader usable without markdown-it
+        body = f"<pre>{html.escape(text)}</pre>"
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            "</title><style>body{font-family:sans-serif;max-width:50em;margin:2em auto}"
+            "blockquote{color:#444;border-left:3px solid #ccc;padding-left:1em}</style>"
+            f"</head><body>\n{body}</body></html>\n")
+
+
+def write_student(out: Path, res: StudentResult, executed=None) -> None:
+    """Write ``out/<student>/`` (results.json, feedback.md, feedback.html, executed.ipynb)."""
+    folder = out / res.student
+    atomic_write(folder / "results.json", json.dumps(gradescope_json(res), indent=2) + "\n")
+    md = feedback_markdown(res)
+    atomic_write(folder / "feedback.md", md)
+    atomic_write(folder / "feedback.html", markdown_to_html(md, f"{res.assignment}: {res.student}"))
+    if executed is not None:
+        import nbformat
+
+        atomic_write(folder / "executed.ipynb", nbformat.writes(executed))
+
+
+def _read_results(out: Path, assignment: str) -> list[dict]:
+    rows = []
+    for path in sorted(out.glob("*/results.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        extra = data.get("extra_data", {})
+        if extra.get("assignment") == assignment:
+            rows.append(extra)
+    return rows
+
+
+def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, float]]) -> Path:
+    """Write ``out/gradebook.csv`` from every ``out/*/results.json`` of ``assignment``.
+
+    ``items`` lists ``(item, kind, max_score)`` in notebook order. Written points an instructor
+    already typed into an earlier gradebook are kept.
+    """
+    path = out / "gradebook.csv"
+    typed: dict[tuple[str, str], float] = {}
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                for name, kind, _ in items:
+                    if kind == "written":
+                        try:
+                            typed[(row.get("student", ""), name)] = float(row.get(name, ""))
+                        except ValueError:
+                            pass
+    auto_names = [n for n, k, _ in items if k == "auto"]
+    written_names = [n for n, k, _ in items if k == "written"]
+    max_score = sum(m for _, _, m in items)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["student", *auto_names, *written_names, "auto_score", "written_pending",
+                     "total", "max_score"])
+    for extra in _read_results(out, assignment):
+        student = extra["student"]
+        scores = {i["item"]: i["score"] for i in extra.get("items", [])}
+        auto = [float(scores.get(n) or 0.0) for n in auto_names]
+        written, pending, filled = [], 0.0, 0.0
+        for name, kind, points in items:
+            if kind != "written":
+                continue
+            value = typed.get((student, name))
+            if value is None:
+                written.append(PENDING)
+                pending += points
+            else:
+                written.append(_fmt(value))
+                filled += value
+        writer.writerow([student, *map(_fmt, auto), *written, _fmt(sum(auto)), _fmt(pending),
+                         _fmt(sum(auto) + filled), _fmt(max_score)])
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def summary_table(results: list[StudentResult]) -> str:
+    """A plain-text table: one row per student, points per item, total, time."""
+    if not results:
+        return "no submissions graded"
+    names = [i.item for i in results[0].items]
+    header = ["student", *names, "auto", "time (s)"]
+    rows = [[r.student, *[_fmt(i.score) for i in r.items],
+             f"{_fmt(r.auto_score)}/{_fmt(r.auto_max)}", f"{r.timings.get('wall_s', 0):.1f}"]
+            for r in results]
+    maxes = ["max", *[_fmt(i.max_score) for i in results[0].items],
+             _fmt(results[0].auto_max), ""]
+    table = [header, maxes, *rows]
+    widths = [max(len(str(row[c])) for row in table) for c in range(len(header))]
+    fmt = lambda row: "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, table[1:])])
