@@ -363,6 +363,7 @@ class DiffusionSettings:
     p_uncond: float                  # CFG: probability of dropping the label while training
     guidance_ws: tuple[float, ...]   # CFG weights w shown in book/score_guidance.md
     n_per_class: int                 # CFG samples per class and weight
+    eval_samples: int = 64           # DDPM samples scored by dgm.evaluate (same N as the VAE chapter)
     seed: int = 0                    # seed of data order, noise and initialisation
     threads: int | None = None       # torch CPU threads (None: torch's default)
     max_steps: int | None = None     # cap on optimiser steps (None: all epochs)
@@ -375,21 +376,22 @@ SETTINGS = {
         T=50, schedule="linear", beta_1=2e-3, beta_T=0.4,   # 1e-4 and 0.02 scaled by 1000/T
         widths=(8, 16, 16), epochs=1, subset=768, batch=32, lr=2e-3,
         n_samples=16, ddim_steps=10, p_uncond=0.2, guidance_ws=(0.0, 2.0), n_per_class=2,
-        threads=1),  # tiny tensors gain nothing from a second thread, and lose a lot on shared cores
+        eval_samples=64, threads=1),  # tiny tensors gain nothing from a second thread, and lose a lot on shared cores
     # Minutes on 2 cores: a 0.74 M-parameter U-Net (54 GFLOP per step at batch 128, about
     # 0.5 s on 2 idle cores), T = 200 with the betas scaled by 1000/T so that alpha_bar_T matches
     # Ho et al.'s T = 1000, about 700 steps over 4,000 images (6 min): recognisable garments.
     "cpu": DiffusionSettings(
         T=200, schedule="linear", beta_1=5e-4, beta_T=0.1,
         widths=(24, 48, 128), epochs=22, subset=4000, batch=128, lr=2e-3,
-        n_samples=64, ddim_steps=20, p_uncond=0.2, guidance_ws=(0.0, 1.0, 3.0), n_per_class=4),
+        n_samples=64, ddim_steps=20, p_uncond=0.2, guidance_ws=(0.0, 1.0, 3.0), n_per_class=4,
+        eval_samples=443),
     # One GPU, under 15 minutes: a 3.7 M-parameter U-Net, Ho et al.'s T = 1000 and schedule,
     # every training image available, 8,000 steps (200 epochs of the 4,000-image subset).
     "full": DiffusionSettings(
         T=1000, schedule="linear", beta_1=1e-4, beta_T=0.02,
         widths=(64, 128, 256), epochs=200, subset=60000, batch=128, lr=1e-3,
         n_samples=256, ddim_steps=50, p_uncond=0.2, guidance_ws=(0.0, 0.5, 1.0, 3.0, 6.0),
-        n_per_class=8, max_steps=8000),
+        n_per_class=8, eval_samples=2000, max_steps=8000),
 }
 
 

@@ -40,19 +40,23 @@ class VAESettings:
     batch_size: int  # images per step
     lr: float  # Adam step size; 1e-3 is the usual VAE choice and is stable here
     beta_large: float  # a KL weight large enough to make the posterior collapse
+    eval_samples: int  # samples scored by dgm.evaluate; FD depends on N, so the DDPM chapter uses the same
     seed: int = 0  # one seed for data subsets, initialisation and sampling
 
 
 SETTINGS = {
     # CI: proves every cell runs; a few hundred images, one epoch, tiny networks.
     "smoke": VAESettings(latent_dim=8, width=8, hidden=64, epochs=1, train_subset=256,
-                         test_subset=128, batch_size=64, lr=1e-3, beta_large=30.0),
+                         test_subset=128, batch_size=64, lr=1e-3, beta_large=30.0,
+                         eval_samples=64),
     # 2-core laptop: 4,000 images, 4 models x 25 epochs x 32 steps at about 25 ms: 1 to 3 min.
     "cpu": VAESettings(latent_dim=16, width=32, hidden=256, epochs=25, train_subset=4000,
-                       test_subset=2000, batch_size=128, lr=1e-3, beta_large=30.0),
+                       test_subset=2000, batch_size=128, lr=1e-3, beta_large=30.0,
+                       eval_samples=443),
     # One GPU: the whole 60k training split and 10k test split, a wider net, more epochs.
     "full": VAESettings(latent_dim=16, width=64, hidden=512, epochs=40, train_subset=None,
-                        test_subset=None, batch_size=128, lr=1e-3, beta_large=30.0),
+                        test_subset=None, batch_size=128, lr=1e-3, beta_large=30.0,
+                        eval_samples=2000),
 }
 
 
