@@ -38,7 +38,7 @@ def toc_chapters() -> list[str]:
 
 def run_chapter(name: str, profile: str, metrics_dir: Path, timeout: int) -> float:
     nb = jupytext.read(ROOT / "book" / f"{name}.md")
-    env = {"DGM_PROFILE": profile, "DGM_METRICS_DIR": str(metrics_dir), "TQDM_DISABLE": "1"}
+    env = {"DGM_PROFILE": profile, "DGM_METRICS_DIR": str(metrics_dir), "DGM_PROGRESS": "0"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits the environment of this process
     try:

@@ -3,13 +3,15 @@
 ``python -m dgm.build [--profile smoke|cpu|full] [--out DIR]`` runs
 ``jupyter-book build . -W -n --keep-going``: every Sphinx warning is an error and a chapter cell
 that raises fails the build. jupyter-cache re-executes a chapter only when its code changed, but
-it cannot see the run profile, so the profile a cache was made with is stored beside it and a
-cache of another profile is cleared first.
+it sees only the chapters' own code: not the run profile, and not the `dgm` package the chapters
+import. Both are fingerprinted beside the cache, and a cache made with another profile or another
+version of the package is cleared first.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -36,24 +38,34 @@ def build_dir(out: Path | None) -> Path:
     return (ROOT / "_build") if out is None else (Path(out).resolve() / "_build")
 
 
+def fingerprint(profile: str) -> str:
+    """The run profile and a hash of the helper package's sources: what the cache cannot see."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "dgm").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return f"{profile} dgm-{digest.hexdigest()[:16]}"
+
+
 def build_book(profile: str | None = None, out: Path | None = None, echo: bool = True) -> BuildResult:
     """Build the book in ``profile`` into ``build_dir(out)/html``; return code, time and log."""
     profile = get_profile(profile)
     bdir = build_dir(out)
-    marker = bdir / ".dgm-profile"
-    if marker.exists() and marker.read_text().strip() != profile:
+    marker = bdir / ".dgm-fingerprint"
+    stamp = fingerprint(profile)
+    if marker.exists() and marker.read_text().strip() != stamp:
         shutil.rmtree(bdir / ".jupyter_cache", ignore_errors=True)
         shutil.rmtree(bdir / "jupyter_execute", ignore_errors=True)
         shutil.rmtree(bdir / "html", ignore_errors=True)
     bdir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(profile + "\n")
+    marker.write_text(stamp + "\n")
 
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT),
            "-W", "-n", "--keep-going"]
     if out is not None:
         cmd += ["--path-output", str(Path(out).resolve())]
     # Progress bars are for people at a terminal or in JupyterLab, not for the built pages.
-    env = dict(os.environ, DGM_PROFILE=profile, PYTHONHASHSEED="0", TQDM_DISABLE="1")
+    env = dict(os.environ, DGM_PROFILE=profile, PYTHONHASHSEED="0", DGM_PROGRESS="0")
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
-from tqdm.auto import tqdm
+from dgm.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def train_simclr(
     opt = torch.optim.Adam(encoder.parameters(), lr=lr, weight_decay=1e-6)
     losses = []
     steps = epochs * max(1, len(images) // batch_size)
-    bar = tqdm(total=steps, desc="SimCLR", disable=not progress, leave=False)
+    bar = progress_bar(total=steps, desc="SimCLR", enabled=progress, leave=False)
     for _ in range(epochs):
         for idx in _batches(len(images), batch_size, gen):
             x = images[idx]
@@ -248,7 +248,7 @@ def train_rotation(
     opt = torch.optim.Adam([*encoder.backbone.parameters(), *head.parameters()], lr=lr)
     losses = []
     steps = epochs * max(1, len(images) // batch_size)
-    bar = tqdm(total=steps, desc="rotation", disable=not progress, leave=False)
+    bar = progress_bar(total=steps, desc="rotation", enabled=progress, leave=False)
     for _ in range(epochs):
         for idx in _batches(len(images), batch_size, gen):
             x, y = rotate_batch(images[idx].to(device))

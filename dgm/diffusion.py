@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from dgm.probability import kl_normal
+from dgm.progress import progress_bar
 from dgm.unet import NULL_CLASS
 
 ScheduleKind = Literal["linear", "cosine"]
@@ -230,7 +231,6 @@ def sample_ddpm(eps_model: EpsModel, schedule: Schedule, shape: Sequence[int],
     steps. Returns x_0 ``shape``; with ``return_trajectory_at`` (math times in 0..T), returns
     ``(x_0, {t: x_t})`` with the states at those times (``T`` is the starting noise, ``0`` the sample).
     """
-    from tqdm.auto import tqdm
 
     keep = set(return_trajectory_at or ())
     bad = [t for t in keep if not 0 <= t <= schedule.T]
@@ -238,7 +238,7 @@ def sample_ddpm(eps_model: EpsModel, schedule: Schedule, shape: Sequence[int],
         raise ValueError(f"trajectory times must lie in 0..T={schedule.T}, got {sorted(bad)}")
     x = _start_noise(shape, generator, device, xT)
     trajectory = {schedule.T: x.cpu()} if schedule.T in keep else {}
-    for t in tqdm(range(schedule.T - 1, -1, -1), disable=not progress, leave=False, desc="DDPM"):
+    for t in progress_bar(range(schedule.T - 1, -1, -1), enabled=progress, leave=False, desc="DDPM"):
         x = p_sample(eps_model, schedule, x, t, generator, y=y, w=w, sigma2=sigma2)
         if t in keep:  # after the step from code index t, x is math x_t
             trajectory[t] = x.cpu()
@@ -261,11 +261,10 @@ def sample_ddim(eps_model: EpsModel, schedule: Schedule, shape: Sequence[int], s
 
     ``eta = 0`` is deterministic given x_T; ``eta = 1`` has the ancestral DDPM variance.
     """
-    from tqdm.auto import tqdm
 
     x = _start_noise(shape, generator, device, xT)
     taus = ddim_timesteps(schedule.T, steps)
-    for i, t in enumerate(tqdm(taus, disable=not progress, leave=False, desc="DDIM")):
+    for i, t in enumerate(progress_bar(taus, enabled=progress, leave=False, desc="DDIM")):
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         eps = _predict_eps(eps_model, x, t_batch, y, w)
         x0_hat = predict_x0_from_eps(schedule, x, t_batch, eps)
@@ -315,7 +314,6 @@ def train_ddpm(eps_model: torch.nn.Module, schedule: Schedule, loader, epochs: i
                progress: bool = True) -> list[float]:
     """Algorithm {prf:ref}`ddpm-alg-training` with Adam and a cosine learning-rate decay; returns
     the loss of every step. ``conditional`` feeds the labels (dropped with ``p_uncond``)."""
-    from tqdm.auto import tqdm
 
     eps_model.to(device).train()
     total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
@@ -323,7 +321,7 @@ def train_ddpm(eps_model: torch.nn.Module, schedule: Schedule, loader, epochs: i
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 1),
                                                 pct_start=0.05)
     losses: list[float] = []
-    bar = tqdm(total=total, disable=not progress, leave=False, desc="train")
+    bar = progress_bar(total=total, enabled=progress, leave=False, desc="train")
     for _ in range(epochs):
         for x0, y in loader:
             if len(losses) >= total:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from dgm.progress import progress_bar
 
 from dgm.evaluate import bits_per_dim
 
@@ -368,7 +368,7 @@ def train_flow(model: FlowModel, loader, epochs: int, lr: float = 1e-3, max_grad
     dims = int(math.prod(model.shape))
     history: dict[str, list[float]] = {"train bits/dim": []}
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, disable=not progress, leave=False, desc="flow")
+    bar = progress_bar(total=total_steps, enabled=progress, leave=False, desc="flow")
     for _ in range(epochs):
         for batch in loader:
             x = batch[0] if isinstance(batch, (list, tuple)) else batch

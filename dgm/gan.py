@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from dgm.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def train_gan(
     def latent() -> Tensor:
         return torch.randn(batch_size, generator.z_dim, generator=gen).to(device)
 
-    for step in tqdm(range(1, steps + 1), desc="GAN", disable=not progress, leave=False):
+    for step in progress_bar(range(1, steps + 1), desc="GAN", enabled=progress, leave=False):
         for _ in range(d_steps):
             real = sample_real(batch_size, gen).to(device)
             with torch.no_grad():

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from dgm.progress import progress_bar
 
 from dgm.probability import kl_std_normal, normal_log_prob
 
@@ -268,7 +268,7 @@ def train_vae(
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history: dict[str, list[float]] = {"recon": [], "kl": [], "total": [], "seconds": []}
-    bar = tqdm(range(epochs), desc=f"VAE beta_kl={beta_kl:g}", leave=False, disable=not progress)
+    bar = progress_bar(range(epochs), desc=f"VAE beta_kl={beta_kl:g}", leave=False, enabled=progress)
     for _ in bar:
         start = time.perf_counter()
         sums, n = torch.zeros(3), 0
@@ -301,7 +301,7 @@ def train_autoencoder(
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
-    for _ in tqdm(range(epochs), desc="autoencoder", leave=False, disable=not progress):
+    for _ in progress_bar(range(epochs), desc="autoencoder", leave=False, enabled=progress):
         total, n = 0.0, 0
         for x, *_ in loader:
             x = x.to(device)
