@@ -53,7 +53,7 @@ def build_book(profile: str | None = None, out: Path | None = None, echo: bool =
     bdir = build_dir(out)
     marker = bdir / ".dgm-fingerprint"
     stamp = fingerprint(profile)
-    if marker.exists() and marker.read_text().strip() != stamp:
+    if not marker.exists() or marker.read_text().strip() != stamp:  # unknown or other provenance
         shutil.rmtree(bdir / ".jupyter_cache", ignore_errors=True)
         shutil.rmtree(bdir / "jupyter_execute", ignore_errors=True)
         shutil.rmtree(bdir / "html", ignore_errors=True)
