@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -20,19 +21,29 @@ def repo_root() -> Path:
     return ROOT
 
 
-@pytest.fixture(scope="session")
-def smoke_book():
-    """The book built in the smoke profile into _build/smoke/ (BuildResult).
-
-    pytest-xdist runs test modules in several processes; a file lock makes the first one build
-    and the others wait, then find nothing to re-execute.
-    """
-    from dgm.build import build_book
-
+@contextlib.contextmanager
+def smoke_lock():
+    """Exclusive use of _build/smoke/ across pytest-xdist's processes: two builds of one folder
+    at once corrupt each other, and a build must not rewrite pages the browser is reading."""
     SMOKE_OUT.mkdir(parents=True, exist_ok=True)
     with open(SMOKE_OUT / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return build_book("smoke", SMOKE_OUT, echo=False)
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def build_smoke_book():
+    """Build the book in the smoke profile into _build/smoke/ and return the BuildResult."""
+    from dgm.build import build_book
+
+    with smoke_lock():
+        return build_book("smoke", SMOKE_OUT, echo=False)
+
+
+@pytest.fixture(scope="session")
+def smoke_book():
+    """The book built in the smoke profile (the first build in a process; later ones find
+    nothing to re-execute)."""
+    return build_smoke_book()

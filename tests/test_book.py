@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dgm.build import ROOT, build_book
+from conftest import build_smoke_book
+from dgm.build import ROOT
 
 pytestmark = pytest.mark.book
 
@@ -33,7 +34,7 @@ def first_build(smoke_book):
 
 @pytest.fixture(scope="module")
 def second_build(first_build):
-    return build_book("smoke", first_build.html_dir.parent.parent, echo=False)
+    return build_smoke_book()
 
 
 def test_smoke_build_succeeds_with_zero_warnings(first_build):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.sitecheck import check_site, find_chromium
+from conftest import smoke_lock
 
 pytestmark = pytest.mark.book
 
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.book
 def report(smoke_book):
     assert smoke_book.returncode == 0, "the smoke build failed; see tests/test_book.py"
     assert find_chromium(), "Chromium is missing: run `make test` (installs it) or `apt-get install chromium`"
-    return check_site(smoke_book.html_dir, smoke_book.html_dir.parent / "screenshots")
+    with smoke_lock():
+        return check_site(smoke_book.html_dir, smoke_book.html_dir.parent / "screenshots")
 
 
 def test_every_chapter_page_was_opened(report, smoke_book):
