@@ -41,6 +41,7 @@ def run_chapter(name: str, profile: str, metrics_dir: Path, timeout: int) -> flo
     env = {"DGM_PROFILE": profile, "DGM_METRICS_DIR": str(metrics_dir), "DGM_PROGRESS": "0"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits the environment of this process
+    os.environ.pop("MPLBACKEND", None)  # figures come from the kernel's inline backend
     try:
         start = time.perf_counter()
         NotebookClient(nb, timeout=timeout, kernel_name="python3",

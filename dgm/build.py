@@ -66,6 +66,9 @@ def build_book(profile: str | None = None, out: Path | None = None, echo: bool =
         cmd += ["--path-output", str(Path(out).resolve())]
     # Progress bars are for people at a terminal or in JupyterLab, not for the built pages.
     env = dict(os.environ, DGM_PROFILE=profile, PYTHONHASHSEED="0", DGM_PROGRESS="0")
+    # Chapters draw with the kernel's inline backend; a backend forced from outside (e.g.
+    # MPLBACKEND=Agg on a CI machine) would swallow every figure.
+    env.pop("MPLBACKEND", None)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

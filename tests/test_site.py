@@ -16,7 +16,7 @@ pytestmark = pytest.mark.book
 
 @pytest.fixture(scope="module")
 def report(smoke_book):
-    assert smoke_book.returncode == 0, "the smoke build failed; see tests/test_book.py"
+    assert smoke_book.returncode == 0, "the smoke build failed:\n" + smoke_book.log[-3000:]
     assert find_chromium(), "Chromium is missing: run `make test` (installs it) or `apt-get install chromium`"
     with smoke_lock():
         return check_site(smoke_book.html_dir, smoke_book.html_dir.parent / "screenshots")

@@ -1,0 +1,151 @@
+"""Write benchmarks/RESULTS.md from the JSON files the benchmark scripts left in results/.
+
+    python -m benchmarks.report
+
+Every figure in RESULTS.md comes from a file in benchmarks/results/ (with the machine and date it
+was measured on); the reference numbers beside them are quoted from ../shared/TARGETS.md with
+their sources.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.common import RESULTS
+
+OUT = RESULTS.parent / "RESULTS.md"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def machine_line(payload: dict) -> str:
+    m = payload.get("machine", {})
+    gpu = m.get("gpu") or "no GPU"
+    return f"*Measured {m.get('date', '?')} on {m.get('cpus', '?')} CPU cores, {gpu}, torch {m.get('torch', '?')}.*"
+
+
+def book_section(lines: list[str]) -> None:
+    for profile in ("smoke", "cpu", "full"):
+        data = load(f"book_build_{profile}")
+        if not data:
+            continue
+        lines += [f"### Book build, {profile} profile", "", machine_line(data), "",
+                  "| measure | value | target |", "| --- | --- | --- |",
+                  f"| clean build, all chapters executed | {fmt(data['clean_build_seconds'])} s | foundation chapters under 120 s |",
+                  f"| no-change rebuild | {fmt(data['no_change_rebuild_seconds'])} s | under 5 s |",
+                  f"| chapters re-executed by the rebuild | {data['rebuild_executed_chapters']} | 0 |", ""]
+        lines += ["| chapter | execution in the build (s) |", "| --- | --- |"]
+        lines += [f"| {k} | {fmt(v)} |" for k, v in data["chapter_execution_seconds"].items()]
+        lines.append("")
+
+
+def chapters_section(lines: list[str]) -> None:
+    for profile in ("smoke", "cpu", "full"):
+        data = load(f"chapters_{profile}")
+        if not data:
+            continue
+        lines += [f"### Chapters executed alone, {profile} profile (target: each under "
+                  f"{data['target_minutes']} min)", "", machine_line(data), "",
+                  "| chapter | seconds | under target | figures recorded by the chapter |",
+                  "| --- | --- | --- | --- |"]
+        for name, row in data["chapters"].items():
+            figures = "; ".join(
+                f"{k}={fmt(v, 3) if isinstance(v, float) else v}"
+                for rec in row["metrics"].values() for k, v in sorted(rec.items()))
+            lines.append(f"| {name} | {fmt(row['seconds'])} | {fmt(row['under_target'])} | {figures or '-'} |")
+        lines.append("")
+
+
+def headline_section(lines: list[str]) -> None:
+    data = load("chapters_cpu") or load("chapters_smoke")
+    if not data:
+        return
+    ch = data["chapters"]
+    vae = ch.get("vae", {}).get("metrics", {}).get("vae", {})
+    ddpm = ch.get("diffusion", {}).get("metrics", {}).get("diffusion", {})
+    ev = load("evaluation") or {}
+    real = ev.get("scores", {}).get("real_train", {})
+    noise = ev.get("scores", {}).get("uniform_noise", {})
+    lines += [f"### Model quality ({data['profile']} profile) next to the reference numbers", "",
+              "| model | measure | ours | reference (../shared/TARGETS.md) |", "| --- | --- | --- | --- |",
+              f"| conv VAE, Fashion-MNIST subset | test negative ELBO (nats) | {fmt(vae.get('test_neg_elbo_nats'))} | "
+              "MLP VAE on MNIST, about 105.6 (pytorch/examples): another data set, not comparable |",
+              f"| conv VAE | samples: coverage / FD_clf | {fmt(vae.get('sample_coverage'), 2)} / {fmt(vae.get('sample_fd'))} | "
+              "8x8-digits setup: 60-epoch VAE FD_clf 183 |",
+              f"| DDPM | samples: coverage / FD_clf | {fmt(ddpm.get('sample_coverage'), 2)} / {fmt(ddpm.get('sample_fd'))} | "
+              "8x8-digits setup: 3-minute DDPM FD_clf 170 |",
+              f"| DDPM vs DDIM | sampling seconds ({fmt(ddpm.get('n_samples'))} images) | "
+              f"{fmt(ddpm.get('ddpm_sample_seconds'))} vs {fmt(ddpm.get('ddim_sample_seconds'))} | "
+              "64 samples: 200 steps about 14 s, DDIM 20 steps about 10x faster |",
+              f"| real images / uniform noise | FD_clf | {fmt(real.get('fd'))} / {fmt(noise.get('fd'))} | "
+              "8x8-digits setup: 13.7 / 3,585 |", ""]
+
+
+def grading_section(lines: list[str]) -> None:
+    data = load("grading_smoke")
+    if not data:
+        return
+    lines += ["### Grading one submission", "", machine_line(data), "",
+              "| assignment | submission | score | wall (s) | notebook cells (s) | hidden checks (s) | grader overhead (s) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for profile, assignments in data["profiles"].items():
+        for name, runs in assignments.items():
+            for kind, r in runs.items():
+                lines.append(f"| {name} ({profile}) | {kind} | {fmt(r['score'], 0)}/{fmt(r['max_score'], 0)} | "
+                             f"{fmt(r['wall_s'])} | {fmt(r['cells_s'])} | {fmt(r['checks_s'])} | {fmt(r['overhead_s'])} |")
+    lines.append("")
+
+
+def site_section(lines: list[str]) -> None:
+    data = load("site_check")
+    if not data:
+        return
+    lines += ["### The site in headless Chromium (network off)", "", machine_line(data), "",
+              "| measure | value | target |", "| --- | --- | --- |"]
+    for key, target in [("pages_checked", ""), ("console_errors", "0"), ("broken_links", "0"),
+                        ("external_requests_blocked", "0"), ("untypeset_math", "0"), ("broken_images", "0"),
+                        ("dropdowns_opened", ""), ("search_finds_chapter", "yes"),
+                        ("browser_check_seconds", ""), ("site_megabytes", "")]:
+        lines.append(f"| {key.replace('_', ' ')} | {fmt(data.get(key))} | {target} |")
+    lines.append("")
+
+
+def main() -> None:
+    lines = ["# Measured results", "",
+             "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json`; each JSON file",
+             "names the script that wrote it, the machine and the date. Do not edit by hand.", ""]
+    headline_section(lines)
+    book_section(lines)
+    chapters_section(lines)
+    grading_section(lines)
+    site_section(lines)
+    ev = load("evaluation")
+    if ev:
+        lines += ["### Evaluation harness baselines", "",
+                  f"Classifier held-out accuracy {fmt(ev.get('accuracy_heldout'), 3)} "
+                  f"({ev.get('profile')} profile, {ev.get('n_train')} training images).", "",
+                  "| set | n | FD_clf | coverage | mean confidence |", "| --- | --- | --- | --- | --- |"]
+        for name, sc in ev.get("scores", {}).items():
+            lines.append(f"| {name} | {sc.get('n')} | {fmt(sc.get('fd'))} | {fmt(sc.get('coverage'), 2)} | "
+                         f"{fmt(sc.get('mean_confidence'), 3)} |")
+        lines.append("")
+    OUT.write_text("\n".join(lines) + "\n")
+    print(OUT.read_text())
+
+
+if __name__ == "__main__":
+    main()
