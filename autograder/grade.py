@@ -43,6 +43,7 @@ from typing import Literal, get_args
 import nbformat
 
 from autograder.merge import MergeResult, merge
+from dgm.config import PROFILES, check_choice
 from autograder.notebook_format import cell_id, cell_meta, read_notebook, source_text, validate
 from autograder.release import ASSIGNMENTS
 from autograder.report import (
@@ -56,7 +57,6 @@ from autograder.runner import RunResult, kernel_env, run_notebook
 from autograder.submissions import Submission, collect
 
 ROOT = Path(__file__).resolve().parent.parent
-Profile = Literal["smoke", "cpu", "full"]
 Device = Literal["auto", "cpu", "cuda"]
 #: Per-cell timeout in seconds by profile: the homework contract allows 120 s per cell in
 #: smoke on 2 cores; cpu and full runs train for minutes in one cell.
@@ -68,15 +68,9 @@ NOT_DONE = ("Not done yet: your code raises NotImplementedError, so the FIXME is
             "replace it with your implementation.")
 
 
-def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
-    return value
-
-
 def resolve_device(device: str) -> str:
     """``cpu`` or ``cuda``: what ``device`` means on this machine (``auto``: cuda if present)."""
-    _choice(device, get_args(Device), "device")
+    check_choice(device, get_args(Device), "device")
     if device == "cpu":
         return "cpu"
     try:
@@ -363,13 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _choice(args.profile, get_args(Profile), "profile")
+        check_choice(args.profile, PROFILES, "profile")
         args.resolved_device = resolve_device(args.device)
         if args.jobs < 1:
             raise ValueError("--jobs must be at least 1")
         source_path = args.source / f"{args.assignment}.ipynb"
         if args.source.resolve() == (ROOT / "solutions").resolve():
-            _choice(args.assignment, ASSIGNMENTS, "assignment")
+            check_choice(args.assignment, ASSIGNMENTS, "assignment")
         if not source_path.is_file():
             raise ValueError(f"{source_path} does not exist")
         source = read_notebook(source_path)

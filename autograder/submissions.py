@@ -110,12 +110,16 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path) -> list[
             subs.append(Submission(sanitize_id(path.stem), path, str(path)))
         else:
             raise FileNotFoundError(f"{raw}: not a notebook, a folder or a .zip file")
-    seen: dict[str, int] = {}
+    original = {sub.student for sub in subs}  # ids students really have are never handed out again
+    taken: set[str] = set()
     for sub in sorted(subs, key=lambda s: (s.student, s.origin)):
-        count = seen.get(sub.student, 0) + 1
-        seen[sub.student] = count
-        if count > 1:
+        name, count = sub.student, 1
+        while name in taken or (count > 1 and name in original):
+            count += 1
+            name = f"{sub.student}-{count}"
+        if name != sub.student:
             sub.notes.append(f"Another submission had the id {sub.student!r}; this one is "
-                             f"graded as {sub.student}-{count}.")
-            sub.student = f"{sub.student}-{count}"
+                             f"graded as {name}.")
+            sub.student = name
+        taken.add(name)
     return sorted(subs, key=lambda s: s.student)

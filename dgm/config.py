@@ -29,7 +29,8 @@ DEVICES: tuple[str, ...] = get_args(DeviceName)
 T = TypeVar("T")
 
 
-def _check_choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+def check_choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    """Return ``value`` if it is one of ``allowed``; else raise ValueError naming the choices."""
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
     return value
@@ -41,7 +42,7 @@ def get_profile(name: str | None = None) -> Profile:
         name = os.environ.get("DGM_PROFILE", "").strip().lower() or None
     if name is None:
         return "full" if torch.cuda.is_available() else "cpu"
-    return _check_choice(name, PROFILES, "profile (DGM_PROFILE)")  # type: ignore[return-value]
+    return check_choice(name, PROFILES, "profile (DGM_PROFILE)")  # type: ignore[return-value]
 
 
 def select(table: Mapping[str, T], profile: str | None = None) -> T:
@@ -56,7 +57,7 @@ def get_device(name: str | None = None) -> torch.device:
     """The device to compute on: ``name`` if given, else ``$DGM_DEVICE``, else cuda > mps > cpu."""
     if name is None:
         name = os.environ.get("DGM_DEVICE", "auto").strip().lower() or "auto"
-    _check_choice(name, DEVICES, "device (DGM_DEVICE)")
+    check_choice(name, DEVICES, "device (DGM_DEVICE)")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -12,14 +12,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
+from dgm.config import check_choice
 from dgm.progress import progress_bar
+
+Projection = Literal["pca", "tsne"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,10 @@ class ContrastiveSettings:
     finetune_steps: int  # optimiser steps of supervised training / fine-tuning on the few labels
     probe_seeds: int     # draws of the labelled subset averaged per accuracy (10/class is noisy)
     n_neighbours: int    # query images shown in the nearest-neighbour figure
-    projection: Literal["pca", "tsne"]  # 2-D map of the features; t-SNE is clearer but slower
+    projection: Projection  # 2-D map of the features; t-SNE is clearer but slower
+
+    def __post_init__(self) -> None:
+        check_choice(self.projection, get_args(Projection), "projection")
 
 
 SETTINGS = {
@@ -169,7 +175,7 @@ class Encoder(nn.Module):
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module | Callable[[Tensor], Tensor], x: Tensor,
+def encoder_features(encoder: nn.Module | Callable[[Tensor], Tensor], x: Tensor,
                      batch_size: int = 512) -> Tensor:
     """Frozen features of ``x``: ``encoder.features`` for an :class:`Encoder`, else ``encoder(x)``.
 
@@ -266,7 +272,7 @@ def train_rotation(
 def rotation_accuracy(encoder: Encoder, head: nn.Linear, images: Tensor) -> float:
     """Fraction of rotated copies of ``images`` whose rotation the pretext classifier names."""
     x, y = rotate_batch(images)
-    pred = head(extract_features(encoder, x).to(next(head.parameters()).device)).argmax(-1).cpu()
+    pred = head(encoder_features(encoder, x).to(next(head.parameters()).device)).argmax(-1).cpu()
     return (pred == y.cpu()).float().mean().item()
 
 
@@ -297,8 +303,8 @@ def linear_probe(
     x_train, y_train = train_ds.tensors
     x_test, y_test = test_ds.tensors
     idx = few_label_indices(y_train, labels_per_class, seed)
-    f_train = extract_features(encoder, x_train[idx]).numpy()
-    f_test = extract_features(encoder, x_test).numpy()
+    f_train = encoder_features(encoder, x_train[idx]).numpy()
+    f_test = encoder_features(encoder, x_test).numpy()
     scaler = StandardScaler().fit(f_train)
     clf = LogisticRegression(max_iter=2000, C=1.0)
     with threadpool_limits(1):  # BLAS threads fighting torch's make this 30x slower on 2 cores

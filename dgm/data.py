@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from dgm.config import check_choice
+
 DatasetName = Literal["fashion_mnist", "digits"]
 Split = Literal["train", "test"]
 Scale = Literal["01", "pm1"]
@@ -45,12 +47,6 @@ FASHION_FILES = {
 
 class DataError(RuntimeError):
     """A data set is missing, cannot be downloaded, or is corrupt. The message says what to do."""
-
-
-def _choose(value: str, allowed: tuple[str, ...], what: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
-    return value
 
 
 def data_root() -> Path:
@@ -162,9 +158,9 @@ def load_dataset(
     [-1, 1] (diffusion). ``subset``: keep this many images, the same ones for the same
     ``seed`` on every machine. ``root`` overrides :func:`data_root`.
     """
-    _choose(name, get_args(DatasetName), "data set")
-    _choose(split, get_args(Split), "split")
-    _choose(scale, get_args(Scale), "scale")
+    check_choice(name, get_args(DatasetName), "data set")
+    check_choice(split, get_args(Split), "split")
+    check_choice(scale, get_args(Scale), "scale")
     if name == "fashion_mnist":
         x, y = _load_fashion(Path(root) if root else data_root(), split == "train", download)
     else:
@@ -181,9 +177,23 @@ def load_dataset(
     return TensorDataset(images, y)
 
 
+def to_unit_range(images: torch.Tensor, scale: str = "auto") -> torch.Tensor:
+    """Images in [0, 1] or [-1, 1] as float32 in [0, 1], clipped.
+
+    ``scale="auto"`` reads them as [-1, 1] data when their minimum is below -0.5 (a [0, 1] model
+    that overshoots slightly below 0 stays [0, 1]); [-1, 1] data is mapped by (x + 1) / 2. The
+    plots and the evaluation harness both use this one rule.
+    """
+    check_choice(scale, ("auto",) + get_args(Scale), "scale")
+    x = images.detach().float().cpu()
+    if scale == "pm1" or (scale == "auto" and x.numel() and x.min().item() < -0.5):
+        x = (x + 1) / 2
+    return x.clamp(0, 1)
+
+
 def class_names(name: DatasetName = "fashion_mnist") -> tuple[str, ...]:
     """Human-readable label of each class index."""
-    _choose(name, get_args(DatasetName), "data set")
+    check_choice(name, get_args(DatasetName), "data set")
     return FASHION_CLASSES if name == "fashion_mnist" else DIGIT_CLASSES
 
 

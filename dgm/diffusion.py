@@ -249,7 +249,9 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
     """``steps`` code indices from T-1 down to 0, evenly spaced (the sub-sequence tau of DDIM)."""
     if not 1 <= steps <= T:
         raise ValueError(f"steps must lie in 1..T={T}, got {steps}")
-    return sorted({round(i * (T - 1) / max(steps - 1, 1)) for i in range(steps)}, reverse=True)
+    if steps == 1:
+        return [T - 1]  # one step: straight from pure noise at the last time
+    return sorted({round(i * (T - 1) / (steps - 1)) for i in range(steps)}, reverse=True)
 
 
 @torch.no_grad()
@@ -323,6 +325,8 @@ def train_ddpm(eps_model: torch.nn.Module, schedule: Schedule, loader, epochs: i
     losses: list[float] = []
     bar = progress_bar(total=total, enabled=progress, leave=False, desc="train")
     for _ in range(epochs):
+        if len(losses) >= total:
+            break
         for x0, y in loader:
             if len(losses) >= total:
                 break
@@ -384,7 +388,7 @@ SETTINGS = {
         n_samples=64, ddim_steps=20, p_uncond=0.2, guidance_ws=(0.0, 1.0, 3.0), n_per_class=4,
         eval_samples=443),
     # One GPU, under 15 minutes: a 3.7 M-parameter U-Net, Ho et al.'s T = 1000 and schedule,
-    # every training image available, 8,000 steps (200 epochs of the 4,000-image subset).
+    # every training image available, capped at 8,000 steps (about 17 epochs of 60,000 images).
     "full": DiffusionSettings(
         T=1000, schedule="linear", beta_1=1e-4, beta_T=0.02,
         widths=(64, 128, 256), epochs=200, subset=60000, batch=128, lr=1e-3,

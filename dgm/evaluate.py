@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from dgm.config import get_device, get_profile, select
-from dgm.data import DatasetName, load_dataset, make_loader
+from dgm.data import DatasetName, load_dataset, make_loader, to_unit_range
 
 #: Bump when the classifier or its training changes: every cached classifier is then retrained.
 CODE_VERSION = 1
@@ -234,9 +234,7 @@ def as_unit_images(samples: Tensor, scale: SampleScale = "auto") -> Tensor:
     if lo < -2 or hi > 2:
         raise ValueError(f"samples range over [{lo:.3g}, {hi:.3g}]; expected [0, 1] or [-1, 1] "
                          "(divide 0-255 pixels by 255)")
-    if scale == "pm1" or (scale == "auto" and lo < -0.5):
-        x = (x + 1) / 2
-    return x.clamp(0, 1)
+    return to_unit_range(x, scale)
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from dgm.data import to_unit_range
+
 STYLE = {
     "figure.dpi": 110,
     "savefig.dpi": 110,
@@ -29,19 +31,12 @@ def use_style() -> None:
     mpl.rcParams.update(STYLE)
 
 
-def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    images = images.detach().float().cpu()
-    if images.min() < 0:  # [-1, 1] data (diffusion) is shown on the same [0, 1] scale
-        images = (images + 1) / 2
-    return images.clamp(0, 1)
-
-
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
     """Tile a batch ``(B, C, H, W)`` (values in [0, 1] or [-1, 1]) into one ``(H', W')`` or
     ``(H', W', 3)`` array; unused tiles stay white."""
     if images.ndim != 4:
         raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
-    images = _to_unit_range(images)
+    images = to_unit_range(images)  # [-1, 1] data (diffusion) is shown on the same [0, 1] scale
     b, c, h, w = images.shape
     ncol = min(nrow, b)
     nrows = -(-b // ncol)

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Tests never pick the profile from the machine: they say which one they need.
-os.environ.setdefault("DGM_PROFILE", "smoke")
+os.environ["DGM_PROFILE"] = "smoke"
 SMOKE_OUT = ROOT / "_build" / "smoke"
 
 

@@ -204,10 +204,14 @@ def test_guided_eps_combines_conditional_and_null_predictions():
 
 
 def test_unet_output_shape_and_null_class():
+    torch.manual_seed(0)
     net = UNet((8, 16, 16), num_classes=10)
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)  # the zero init would make every output 0
     x, t = torch.randn(3, 1, 28, 28), torch.tensor([0, 5, 9])
     assert net(x, t, torch.tensor([1, NULL_CLASS, 9])).shape == x.shape
-    assert torch.equal(net(x, t, None), net(x, t, torch.full((3,), NULL_CLASS)))
+    null = net(x, t, torch.full((3,), NULL_CLASS))
+    assert torch.equal(net(x, t, None), null)  # no label means the null class
+    assert not torch.allclose(net(x, t, torch.tensor([1, 2, 3])), null)  # a real label matters
 
 
 def test_loss_decreases_on_real_data():

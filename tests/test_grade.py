@@ -273,3 +273,18 @@ def test_gradebook_keeps_written_points_typed_in_by_the_instructor(graded, tmp_p
     report.write_gradebook(out, "toy", columns)
     row = next(csv.DictReader(path.open()))
     assert (row["explain"], row["written_pending"], row["total"]) == ("1.5", "0", "8.5")
+
+
+def test_duplicate_student_ids_never_take_an_existing_students_id(tmp_path):
+    """Two notebooks named alice and a real alice-2: three distinct ids, nobody overwritten."""
+    from autograder.submissions import collect
+
+    for folder, name in [("a", "alice"), ("b", "alice"), ("c", "alice-2")]:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{name}.ipynb").write_text("{}")
+    subs = collect([tmp_path / f / n for f, n in [("a", "alice.ipynb"), ("b", "alice.ipynb"),
+                                                   ("c", "alice-2.ipynb")]], "vae", tmp_path / "unpack")
+    ids = [s.student for s in subs]
+    assert len(set(ids)) == 3 and "alice" in ids and "alice-2" in ids
+    real = next(s for s in subs if s.path.parent.name == "c")
+    assert real.student == "alice-2"
