@@ -53,7 +53,7 @@ SETTINGS = {
                                  projection="pca"),
     "cpu": ContrastiveSettings(n_pretrain=4000, simclr_epochs=25, batch_size=256, lr=1e-3,
                                temperature=0.5, width=32, proj_dim=64, rotation_epochs=2,
-                               finetune_steps=150, probe_seeds=3, n_neighbours=6,
+                               finetune_steps=400, probe_seeds=3, n_neighbours=6,
                                projection="tsne"),
     "full": ContrastiveSettings(n_pretrain=60000, simclr_epochs=60, batch_size=512, lr=1e-3,
                                 temperature=0.5, width=64, proj_dim=128, rotation_epochs=15,
@@ -320,7 +320,12 @@ def finetune(
     """Train ``encoder`` end to end with a linear classifier on ``labels_per_class`` labelled
     examples per class (the same draw as :func:`linear_probe` for the same ``seed``), with the
     augmentations of :func:`augment`. From a random encoder this is the supervised baseline; from
-    a pre-trained one it is fine-tuning. Returns the classifier ``x -> logits``."""
+    a pre-trained one it is fine-tuning. Returns the classifier ``x -> logits``.
+
+    The augmentations shift the statistics that batch normalisation tracks, and test images are
+    not augmented: after training, the running statistics are recomputed on the clean labelled
+    images (without that, accuracy at 100 labels per class varied from 0.47 to 0.62 between
+    seeds in the cpu profile)."""
     x_train, y_train = train_ds.tensors
     idx = few_label_indices(y_train, labels_per_class, seed)
     x, y = x_train[idx], y_train[idx]
@@ -334,7 +339,21 @@ def finetune(
         opt.zero_grad()
         loss.backward()
         opt.step()
+    recalibrate_batchnorm(model, x.to(device), batch_size)
     return model.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: Tensor, batch_size: int = 256) -> None:
+    """Recompute every BatchNorm layer's running mean and variance as plain averages over ``x``."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model(x[i:i + batch_size])
+    model.eval()
 
 
 @torch.no_grad()

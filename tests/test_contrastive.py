@@ -148,3 +148,19 @@ def test_rotate_batch_labels_name_the_rotation():
     rotated, labels = rotate_batch(x)
     back = torch.stack([torch.rot90(r, -int(k), dims=(-2, -1)) for r, k in zip(rotated, labels)])
     assert torch.equal(back, x.repeat(4, 1, 1, 1))
+
+
+def test_batchnorm_recalibration_sets_running_stats_to_the_data_statistics():
+    """After recalibration a BatchNorm layer's running mean and (unbiased) variance are those of
+    its inputs, whatever they were before."""
+    from dgm.contrastive import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3)
+    bn.running_mean.fill_(5.0)
+    bn.running_var.fill_(9.0)
+    x = 2 + 3 * torch.randn(64, 3, 4, 4)
+    recalibrate_batchnorm(torch.nn.Sequential(bn), x, batch_size=64)
+    assert torch.allclose(bn.running_mean, x.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, x.var((0, 2, 3), unbiased=True), rtol=1e-4)
+    assert not bn.training
