@@ -10,7 +10,6 @@ their sources.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from benchmarks.common import RESULTS
 

@@ -25,6 +25,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from dgm.config import check_choice
 from dgm.probability import kl_normal
 from dgm.progress import progress_bar
 from dgm.unet import NULL_CLASS
@@ -102,11 +103,8 @@ def cosine_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> Schedu
 
 def make_schedule(kind: ScheduleKind, T: int, **kwargs) -> Schedule:
     """``linear_schedule`` or ``cosine_schedule`` by name; other names raise ValueError."""
-    if kind == "linear":
-        return linear_schedule(T, **kwargs)
-    if kind == "cosine":
-        return cosine_schedule(T, **kwargs)
-    raise ValueError(f"unknown schedule kind {kind!r}; choose one of {', '.join(SCHEDULE_KINDS)}")
+    check_choice(kind, SCHEDULE_KINDS, "schedule kind")
+    return linear_schedule(T, **kwargs) if kind == "linear" else cosine_schedule(T, **kwargs)
 
 
 def extract(values: Tensor, t: Tensor | int, like: Tensor) -> Tensor:
@@ -203,8 +201,7 @@ def p_sample(eps_model: EpsModel, schedule: Schedule, xt: Tensor, t: int,
 
     ``sigma2``: ``"beta"`` (sigma_t^2 = beta_t) or ``"beta_tilde"``, the two choices of Ho et al.
     """
-    if sigma2 not in get_args(SigmaChoice):
-        raise ValueError(f"unknown sigma2 {sigma2!r}; choose one of {', '.join(get_args(SigmaChoice))}")
+    check_choice(sigma2, get_args(SigmaChoice), "sigma2")
     t_batch = torch.full((xt.shape[0],), t, dtype=torch.long, device=xt.device)
     eps = _predict_eps(eps_model, xt, t_batch, y, w)
     mean = p_mean_from_eps(schedule, xt, t_batch, eps)
@@ -428,8 +425,7 @@ def train_and_sample(cfg: DiffusionSettings | None = None, n_samples: int | None
     from dgm.data import load_dataset, make_loader
     from dgm.unet import UNet
 
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of ddpm, ddim")
+    check_choice(sampler, ("ddpm", "ddim"), "sampler")
     cfg = cfg or select(SETTINGS)
     device = get_device() if device is None else torch.device(device)
     n = cfg.n_samples if n_samples is None else n_samples

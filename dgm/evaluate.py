@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from dgm.config import get_device, get_profile, select
+from dgm.config import check_choice, get_device, get_profile, select
 from dgm.data import DatasetName, load_dataset, make_loader, to_unit_range
 
 #: Bump when the classifier or its training changes: every cached classifier is then retrained.
@@ -177,9 +177,7 @@ def get_classifier(
     data size or setting therefore trains a new one. A cache file that cannot be read is replaced
     (with a warning). ``settings`` overrides the profile's row of :data:`SETTINGS`.
     """
-    if dataset_name not in get_args(DatasetName):
-        raise ValueError(f"unknown data set {dataset_name!r}; choose one of "
-                         f"{', '.join(get_args(DatasetName))}")
+    check_choice(dataset_name, get_args(DatasetName), "data set")
     settings = settings or select(SETTINGS, profile)
     device = device if isinstance(device, torch.device) else get_device(device)
     train = load_dataset(dataset_name, split="train", scale="01")
@@ -219,8 +217,7 @@ def as_unit_images(samples: Tensor, scale: SampleScale = "auto") -> Tensor:
     data is mapped by (x + 1) / 2. Either way the result is clipped to [0, 1]. Values beyond
     [-2, 2] (e.g. 0-255 pixels) and non-finite values raise ``ValueError``.
     """
-    if scale not in get_args(SampleScale):
-        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(get_args(SampleScale))}")
+    check_choice(scale, get_args(SampleScale), "scale")
     if not isinstance(samples, Tensor):
         samples = torch.as_tensor(np.asarray(samples))
     if samples.ndim != 4 or tuple(samples.shape[1:]) != (1, 28, 28) or len(samples) == 0:
@@ -378,8 +375,7 @@ def bits_per_dim(nll_nats_per_image, dims: int = 784, scale: DensityScale = "01"
     Works on floats and tensors alike.
     """
     offsets = {"01": math.log(256), "pm1": math.log(128), "bytes": 0.0}
-    if scale not in offsets:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(offsets)}")
+    check_choice(scale, tuple(offsets), "scale")
     if dims <= 0:
         raise ValueError(f"dims must be positive, got {dims}")
     return (nll_nats_per_image + dims * offsets[scale]) / (dims * math.log(2))

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from dgm.config import check_choice
 from dgm.progress import progress_bar
 
 from dgm.probability import kl_std_normal, normal_log_prob
@@ -61,8 +62,7 @@ SETTINGS = {
 
 
 def _check_likelihood(likelihood: str) -> None:
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+    check_choice(likelihood, LIKELIHOODS, "likelihood")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,17 @@ os.environ["DGM_PROFILE"] = "smoke"
 SMOKE_OUT = ROOT / "_build" / "smoke"
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Test tensors are tiny: one thread is faster, and far faster on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT

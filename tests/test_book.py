@@ -8,7 +8,6 @@ _build/smoke/ so it never disturbs the reader's _build/html.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

@@ -20,15 +20,6 @@ from dgm.unet import NULL_CLASS, UNet
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: the file must run in seconds on one (shared) core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def schedule():
     return linear_schedule(50, 2e-3, 0.4)

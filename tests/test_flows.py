@@ -30,15 +30,6 @@ INVERSE_TOL = 1e-12    # float64 round trip through a coupling layer
 LOGDET_TOL = 1e-10     # float64 analytic logdet vs autograd Jacobian
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomise(module: nn.Module, seed: int, scale: float = 0.5) -> nn.Module:
     """Give every parameter random values (the zero-initialised output layers make a fresh
     coupling layer the identity, which would make the checks trivial)."""
