@@ -13,8 +13,9 @@ A SUBMISSION is a notebook, a folder of notebooks or an LMS zip export
    seeds reset before every graded and hidden cell (:mod:`autograder.merge`);
 2. execute with nbval in a fresh folder, a fixed kernel and a per-cell timeout
    (:mod:`autograder.runner`, :mod:`autograder.nbval_plugin`);
-3. score: each hidden check cell that runs without an exception earns its points (or the
-   fraction it reports); one that fails or times out earns 0 for its item only;
+3. judge and score: each hidden check measures in the kernel and is judged here, outside the
+   student's reach (:mod:`autograder.checks`); it earns its points (or the fraction its
+   verdict gives) when both parts pass; one that fails or times out earns 0 for its item only;
 4. report: ``DIR/<student>/results.json`` (Gradescope), ``feedback.md``/``.html``,
    ``executed.ipynb`` (instructor only: it holds the hidden checks), and
    ``DIR/gradebook.csv`` (:mod:`autograder.report`).
@@ -42,6 +43,7 @@ from typing import Literal, get_args
 
 import nbformat
 
+from autograder.checks import run_verdict, split_check
 from autograder.merge import MergeResult, merge
 from dgm.config import PROFILES, check_choice
 from autograder.notebook_format import cell_id, cell_meta, read_notebook, source_text, validate
@@ -192,6 +194,21 @@ def run_until_done(nb, workdir: Path, args, env: dict, attempts: int = MAX_RERUN
     return run
 
 
+def judge(source, run: RunResult) -> None:
+    """Decide, in this process, the verdict of every hidden check whose student section ran
+    in the kernel without an exception (:mod:`autograder.checks`); store it in its record."""
+    hidden = {cell_id(c): c for c in source.cells if cell_meta(c).get("role") == "hidden"}
+    for rec in run.cells:
+        cell = hidden.get(rec.get("id"))
+        if cell is None or rec.get("status") != "passed":
+            continue
+        start = time.perf_counter()
+        verdict = run_verdict(split_check(source_text(cell)), rec.get("observations") or [])
+        rec["verdict"] = {"status": verdict.status, "message": verdict.message,
+                          "fraction": verdict.fraction}
+        rec["judge_s"] = time.perf_counter() - start
+
+
 def score_items(merged: MergeResult, run: RunResult | None, timeout: float,
                 secret: list[str], error: str | None = None) -> list[ItemResult]:
     """Points and messages per item, from what each cell of the merged notebook did."""
@@ -230,16 +247,17 @@ def score_items(merged: MergeResult, run: RunResult | None, timeout: float,
                 elif msg and NOT_DONE in msg:
                     msg = f"{label}: 0 points (NotImplementedError, see above)."
                 if msg is None:
-                    partial = rec.get("partial") if rec else None
-                    fraction = 1.0
-                    if isinstance(partial, dict):
-                        try:
-                            fraction = min(max(float(partial.get("fraction", 1.0)), 0.0), 1.0)
-                        except (TypeError, ValueError):
-                            fraction = 0.0
-                        if fraction < 1.0:
-                            msg = f"{label}: partial credit. " + redact(
-                                str(partial.get("message", "")), secret)
+                    verdict = rec.get("verdict") or {"status": "error", "fraction": 0.0,
+                                                     "message": "the check was not judged"}
+                    fraction = float(verdict.get("fraction", 0.0))
+                    if verdict["status"] != "passed":
+                        fraction = 0.0
+                        text = redact(verdict.get("message") or "", secret)
+                        msg = (f"{label} failed: {text}" if verdict["status"] == "failed"
+                               else f"{label} could not be judged: {text}")
+                    elif fraction < 1.0:
+                        msg = f"{label}: partial credit. " + redact(
+                            verdict.get("message") or "", secret)
                     earned = pts * fraction
                 res.checks.append({"id": hid, "points": pts, "earned": earned,
                                    "status": rec["status"] if rec else "not run"})
@@ -290,6 +308,8 @@ def grade_submission(sub: Submission, source, args, out: Path, workroot: Path,
         finally:
             if gpu is not None:
                 gpus.put(gpu)
+        judge(source, run)
+        timings["judge_s"] = sum(c.get("judge_s", 0.0) for c in run.cells)
         executed = run.executed
         if run.error:
             error = f"Grading stopped early: {run.error}"
@@ -371,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     args.source = str(args.source)
+    os.environ["DGM_PROFILE"] = args.profile  # verdicts re-run the checks' setup here
     if args.timeout is None:
         args.timeout = CELL_TIMEOUT[args.profile]
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)

@@ -8,7 +8,9 @@ The merged notebook is the source notebook ``solutions/<name>.ipynb`` with
   defines, its similarity to the released cell and where it sits. Each fallback is noted so
   the feedback can say so. A graded cell that cannot be found keeps the released ``FIXME``;
 * each written answer taken from the student (collected for manual grading, never run);
-* hidden check cells inserted right after the cell named in their ``after``;
+* hidden check cells inserted right after the cell named in their ``after``, each reduced to
+  what the kernel runs (setup and student sections, :mod:`autograder.checks`): verdicts never
+  reach the kernel or the disk;
 * before every graded and hidden cell, a small cell tagged ``grader`` that resets the seeds
   of ``random``, NumPy and torch (each only if already imported, so it costs nothing), with a
   seed derived from the next cell's id: a cell sees the same random numbers whatever ran
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
+from autograder.checks import split_check
 from autograder.notebook_format import (
     Item,
     cell_id,
@@ -206,7 +209,9 @@ def merge(source, student, notebook: str = "<source>") -> MergeResult:
             merged.cells.append(_seed_cell(cell_id(cell)))
         merged.cells.append(cell)
         for hidden in hidden_after.get(cell_id(cell), []):
-            emit(_clean(copy.deepcopy(hidden)), "hidden")
+            kernel_cell = _clean(copy.deepcopy(hidden))
+            kernel_cell.source = split_check(source_text(hidden)).kernel_source
+            emit(kernel_cell, "hidden")
 
     for cell in source.cells:
         role = cell_role(cell, notebook)

@@ -14,9 +14,8 @@ For every nbval cell item it records: the cell's index, id, ``metadata.dgm`` and
 a grader cell; ``status`` (passed, failed, timeout, crashed: the kernel died while running
 it, error: the kernel was already dead, skipped); ``ename`` and ``evalue``
 of the exception the cell raised (only those: never nbval's failure report, which prints the
-cell source, nor the traceback); the cell's duration; and for a passing cell the last
-``application/vnd.dgm.partial+json`` output, a hidden check's partial-credit report (see
-:func:`autograder.report.partial_credit`).
+cell source, nor the traceback); the cell's duration; and for a hidden check the measurements
+it published (:mod:`autograder.observe`), from which the grader decides its verdict.
 
 Four things differ from plain nbval: a dead kernel is noticed within a second rather than
 after the cell timeout; it waits longer for a cell's outputs once the kernel replied (a
@@ -36,7 +35,7 @@ from queue import Empty
 import nbformat
 import pytest
 
-from autograder.report import PARTIAL_MIME
+from autograder.observe import MIME as OBSERVATION_MIME
 
 #: Seconds to wait for a cell's outputs once the kernel has replied (nbval's default is 5).
 OUTPUT_TIMEOUT = 30
@@ -109,12 +108,15 @@ def _error_output(outputs):
     return None
 
 
-def _partial(outputs):
-    found = None
+def _observations(outputs):
+    """The measurement payloads a hidden check published, in order; the outputs keep only a
+    short placeholder (the executed notebook stays small)."""
+    found = []
     for out in outputs or []:
         data = out.get("data") or {}
-        if PARTIAL_MIME in data:
-            found = data[PARTIAL_MIME]
+        if OBSERVATION_MIME in data:
+            found.append(data[OBSERVATION_MIME])
+            out["data"] = {"text/plain": "[measurements sent to the grader]"}
     return found
 
 
@@ -136,11 +138,11 @@ def pytest_runtest_makereport(item, call):
         "status": "passed",
         "ename": None,
         "evalue": None,
-        "partial": None,
+        "observations": [],
     }
-    if call.excinfo is None:
-        record["partial"] = _partial(outputs)
-    else:
+    if record["dgm"].get("role") == "hidden":
+        record["observations"] = _observations(outputs)
+    if call.excinfo is not None:
         exc = call.excinfo.value
         text = str(exc)
         err = _error_output(outputs)

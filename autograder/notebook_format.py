@@ -28,6 +28,8 @@ from typing import Literal, get_args
 
 import nbformat
 
+from autograder.checks import CheckFormatError, split_check
+
 Role = Literal["graded", "selfcheck", "hidden", "written"]
 ROLES: tuple[str, ...] = get_args(Role)
 
@@ -246,6 +248,10 @@ def validate(nb, notebook: str | Path = "<notebook>") -> dict[str, Item]:
             if after not in ids:
                 raise NotebookFormatError(notebook, cid, f"'after' names {after!r}, which is "
                                           "not a cell id of this notebook")
+            try:
+                split_check(src)
+            except CheckFormatError as exc:
+                raise NotebookFormatError(notebook, cid, str(exc)) from None
         if role in ("graded", "written"):
             if not parse_regions(src, notebook, cid):
                 raise NotebookFormatError(notebook, cid, f"a {role} cell needs at least one "

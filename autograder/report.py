@@ -34,10 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PENDING = "pending"
-#: Mime type of a hidden check's partial-credit report (read by :mod:`autograder.nbval_plugin`).
-PARTIAL_MIME = "application/vnd.dgm.partial+json"
-
-
 @dataclass
 class ItemResult:
     """The grade of one item for one student."""
@@ -75,18 +71,6 @@ class StudentResult:
     @property
     def written_pending(self) -> float:
         return sum(i.max_score for i in self.items if i.kind == "written")
-
-
-def partial_credit(fraction: float, message: str = "") -> None:
-    """Report partial credit from a hidden check cell, as its last statement.
-
-    The cell earns ``fraction`` of its points when it finishes without an exception; without
-    this call a passing cell earns all of them. Runs in the kernel.
-    """
-    from IPython.display import display
-
-    fraction = min(max(float(fraction), 0.0), 1.0)
-    display({PARTIAL_MIME: {"fraction": fraction, "message": str(message)[:500]}}, raw=True)
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -243,17 +243,28 @@ def test_hidden_checks_follow_their_cell_and_a_seed_reset_precedes_each_graded_c
             assert ids[ids.index(cell.id) - 1] == f"grader-seed-{cell.id}"
 
 
-def test_partial_credit_reported_by_a_check_earns_its_fraction():
+def test_partial_credit_given_by_a_verdict_earns_its_fraction():
     source = read_notebook(SOURCE / "toy.ipynb")
     merged = merge.merge(source, read_notebook(STUDENTS / "correct.ipynb"))
-    cells = [{"id": c.id, "status": "passed", "duration": 0.0, "partial": None}
+    cells = [{"id": c.id, "status": "passed", "duration": 0.0, "verdict": {
+        "status": "passed", "fraction": 1.0, "message": ""}}
              for c in merged.notebook.cells if c.cell_type == "code"]
-    next(c for c in cells if c["id"] == "toy-kl-hidden")["partial"] = {
-        "fraction": 0.25, "message": "one of four values right"}
+    next(c for c in cells if c["id"] == "toy-kl-hidden")["verdict"] = {
+        "status": "passed", "fraction": 0.25, "message": "one of four values right"}
     run = grade.RunResult(cells, None, 0.0, 0, "")
     items = {i.item: i for i in grade.score_items(merged, run, 10, [])}
     assert items["kl"].score == 0.25 * 2 + 1
     assert any("one of four values right" in m for m in items["kl"].messages)
+
+
+def test_a_check_whose_kernel_part_passed_without_a_passing_verdict_earns_nothing():
+    source = read_notebook(SOURCE / "toy.ipynb")
+    merged = merge.merge(source, read_notebook(STUDENTS / "correct.ipynb"))
+    cells = [{"id": c.id, "status": "passed", "duration": 0.0}
+             for c in merged.notebook.cells if c.cell_type == "code"]
+    run = grade.RunResult(cells, None, 0.0, 0, "")
+    items = {i.item: i for i in grade.score_items(merged, run, 10, [])}
+    assert all(items[name].score == 0 for name in ("kl", "train", "alpha_bar"))
 
 
 def test_messages_never_repeat_a_hidden_source_line():

@@ -1,0 +1,166 @@
+"""Measurements a hidden check sends from the student's kernel to the grader.
+
+A hidden check runs in two places (see :mod:`autograder.checks`). In the student's kernel it
+only *measures*: it builds its inputs, calls the student's code and hands the raw results to
+:func:`observe`, which publishes them as one display output of MIME type :data:`MIME`. The
+*verdict* (tolerances, bands, reference values) is decided afterwards in the grader's own
+process from those measurements, so nothing the student's code overwrites in its kernel
+(``assert`` helpers, ``torch.allclose``, builtins, IPython's exception hooks, printed text)
+can change it: forging a passing verdict means producing the right numbers.
+
+Values travel as JSON: ``None``, ``bool``, ``int``, ``str``, ``float`` (NaN and infinities
+included), lists and tuples, dicts with string keys, and NumPy arrays or torch tensors (sent as
+raw bytes with dtype and shape, decoded back to the same kind). :func:`decode` checks
+everything it reads: the grader treats a measurement as untrusted data.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+
+MIME = "application/vnd.dgm.observation+json"
+#: Largest measurement payload one check may send (bytes of array data, before base64).
+MAX_BYTES = 16 * 2**20
+MAX_DEPTH = 8
+#: Array dtypes a measurement may hold.
+DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float32", "float64")
+
+
+class ObservationError(ValueError):
+    """A measurement could not be encoded or decoded; the message says which and why."""
+
+
+# --- kernel side ------------------------------------------------------------------------------
+
+def _encode(value, depth: int, budget: list[int]):
+    if depth > MAX_DEPTH:
+        raise ObservationError(f"measurements nest deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**53 else {"__int__": str(value)}
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"__float__": repr(value)}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, depth + 1, budget) for v in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ObservationError("dict measurements need string keys")
+        return {"__dict__": {k: _encode(v, depth + 1, budget) for k, v in value.items()}}
+    module = type(value).__module__ or ""
+    kind = None
+    if module.startswith("torch"):
+        import torch
+
+        if isinstance(value, torch.Size):
+            return [int(v) for v in value]
+        if isinstance(value, torch.Tensor):
+            t = value.detach().to("cpu")
+            if t.dtype in (torch.float16, torch.bfloat16):
+                t = t.float()
+            array, kind = t.contiguous().numpy(), "torch"
+    elif module.startswith("numpy"):
+        import numpy as np
+
+        array, kind = np.asarray(value), "numpy"
+        if array.ndim == 0 and not isinstance(value, np.ndarray):
+            return _encode(array.item(), depth, budget)
+    if kind is None:
+        raise ObservationError(f"cannot send a {type(value).__name__} as a measurement")
+    if str(array.dtype) not in DTYPES:
+        array = array.astype("float64")
+    budget[0] -= array.nbytes
+    if budget[0] < 0:
+        raise ObservationError(f"measurements larger than {MAX_BYTES} bytes")
+    import numpy as np
+
+    return {"__array__": kind, "dtype": str(array.dtype), "shape": list(array.shape),
+            "data": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")}
+
+
+def encode(values: dict) -> dict:
+    """The JSON payload for ``values`` (a dict of named measurements)."""
+    return {"values": _encode(dict(values), 0, [MAX_BYTES])}
+
+
+def observe(**values) -> dict:
+    """Send named measurements to the grader; return them (call it in a hidden check's student
+    section as ``obs = observe(...)``, so that the whole cell also runs top to bottom outside
+    the grader, where the verdict section then reads ``obs`` directly)."""
+    payload = encode(values)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # plain Python: nothing to send to
+        return dict(values)
+    if get_ipython() is not None:
+        display({MIME: payload, "text/plain": "[measurements sent to the grader]"}, raw=True)
+    return dict(values)
+
+
+def partial(fraction: float, message: str = "") -> None:
+    """Outside the grader, say what partial credit a verdict would give (the grader injects
+    its own ``partial`` into the verdict section)."""
+    print(f"partial credit: {float(fraction):.2f} of the points. {message}".rstrip())
+
+
+# --- grader side ------------------------------------------------------------------------------
+
+def _decode(value, depth: int, budget: list[int]):
+    if depth > MAX_DEPTH + 2:
+        raise ObservationError("measurements nest too deeply")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [_decode(v, depth + 1, budget) for v in value]
+    if not isinstance(value, dict):
+        raise ObservationError(f"unexpected {type(value).__name__} in measurements")
+    if set(value) == {"__int__"}:
+        return int(str(value["__int__"]))
+    if set(value) == {"__float__"}:
+        text = str(value["__float__"])
+        if text not in ("nan", "inf", "-inf"):
+            raise ObservationError(f"unexpected float {text!r}")
+        return float(text)
+    if set(value) == {"__dict__"} and isinstance(value["__dict__"], dict):
+        return {str(k): _decode(v, depth + 1, budget) for k, v in value["__dict__"].items()}
+    if set(value) == {"__array__", "dtype", "shape", "data"}:
+        import numpy as np
+
+        dtype, shape = value["dtype"], value["shape"]
+        if dtype not in DTYPES or not isinstance(shape, list) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise ObservationError(f"bad array header (dtype {dtype!r}, shape {shape!r})")
+        if not isinstance(value["data"], str) or len(value["data"]) > 2 * MAX_BYTES:
+            raise ObservationError("bad or oversized array data")
+        raw = base64.b64decode(value["data"], validate=True)
+        budget[0] -= len(raw)
+        if budget[0] < 0:
+            raise ObservationError(f"measurements larger than {MAX_BYTES} bytes")
+        count = math.prod(shape)
+        if count * np.dtype(dtype).itemsize != len(raw):
+            raise ObservationError(f"array data does not match shape {shape} and dtype {dtype}")
+        array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        if value["__array__"] == "torch":
+            import torch
+
+            return torch.from_numpy(array)
+        if value["__array__"] == "numpy":
+            return array
+        raise ObservationError(f"unknown array kind {value['__array__']!r}")
+    raise ObservationError("unexpected object in measurements")
+
+
+def decode(payloads: list) -> dict:
+    """Merge the payloads one check cell published (later values win) into one dict."""
+    merged: dict = {}
+    budget = [MAX_BYTES]
+    for payload in payloads or []:
+        if not isinstance(payload, dict) or not isinstance(payload.get("values"), dict):
+            raise ObservationError("a measurement payload is not a dict of values")
+        values = _decode(payload["values"], 0, budget)
+        if not isinstance(values, dict):
+            raise ObservationError("a measurement payload is not a dict of values")
+        merged.update(values)
+    return merged

@@ -1,0 +1,165 @@
+"""Typical mistakes, graded by the real grader: each must lose exactly its own item.
+
+    python -m benchmarks.mutations [--profile smoke] [--assignments vae ddpm ...]
+        [--only MUTANT ...] [--jobs 2] [--keep DIR]
+
+For each assignment it builds submissions from the generated student notebook
+(``notebooks/<name>.ipynb``) with every graded cell filled in with the reference solution's
+code: ``reference`` as it is, and one submission per entry of :data:`MUTANTS` with one line of
+one graded cell changed the way students get it wrong. It grades them all with
+``python -m autograder grade`` and checks that the reference earns every auto-graded point and
+that each mutant loses points on its own item and on no other. Writes
+``benchmarks/results/mutations_<profile>.json`` and exits 1 when any expectation fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from autograder import grade
+from autograder.notebook_format import read_notebook
+from autograder.release import ASSIGNMENTS, make_student, render
+from benchmarks.common import write
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    assignment: str
+    item: str          # the item that must lose points (and only it)
+    cell: str          # graded cell id
+    old: str           # exact text of the reference solution
+    new: str           # what the student wrote instead
+    mistake: str       # in words
+
+
+MUTANTS: dict[str, Mutant] = {
+    "vae-kl-sign": Mutant(
+        "vae", "vae-loss", "vae-loss", "kl = 0.5 * (mu.pow(2)", "kl = -0.5 * (mu.pow(2)",
+        "KL with the wrong sign"),
+    "vae-sigma-for-logvar-reparam": Mutant(
+        "vae", "vae-reparam", "vae-reparam", "z = mu + torch.exp(0.5 * logvar) * eps",
+        "z = mu + logvar * eps", "log-variance used as the standard deviation"),
+    "vae-sigma-for-logvar-kl": Mutant(
+        "vae", "vae-loss", "vae-loss", "kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)",
+        "kl = 0.5 * (mu.pow(2) + logvar.pow(2) - torch.log(logvar.pow(2) + 1e-8) - 1)",
+        "KL written for sigma where the network gives log sigma^2"),
+    "ddpm-alpha-for-alpha-bar": Mutant(
+        "ddpm", "ddpm-q-sample", "ddpm-q-sample", "ab = sched.alpha_bar[t].view(-1, 1, 1, 1)",
+        "ab = sched.alpha[t].view(-1, 1, 1, 1)", "alpha_t used where alpha_bar_t was meant"),
+    "ddpm-posterior-var-off-by-one": Mutant(
+        "ddpm", "ddpm-posterior", "ddpm-posterior",
+        "beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * beta",
+        "beta_tilde = (1 - sched.alpha_bar[t - 1].view(-1, 1, 1, 1)) / (1 - sched.alpha_bar["
+        "(t + 1).clamp(max=sched.T - 1)].view(-1, 1, 1, 1)) * beta",
+        "posterior variance one step off"),
+    "flow-logdet-no-sum": Mutant(
+        "flow", "flow-coupling", "flow-coupling", "log_det = log_s.sum(dim=1)",
+        "log_det = log_s", "log-determinant not summed over dimensions"),
+    "con-triplet-margin-sign": Mutant(
+        "contrastive", "con-triplet", "con-triplet", "F.relu(d_pos - d_neg + margin)",
+        "F.relu(d_pos - d_neg - margin)", "triplet margin with its sign flipped"),
+}
+
+
+def _without_markers(source: str) -> str:
+    return "\n".join(line for line in source.split("\n")
+                     if not line.strip().startswith(("### BEGIN SOLUTION", "### END SOLUTION")))
+
+
+def reference_submission(name: str) -> nbformat.NotebookNode:
+    """The released student notebook with every graded cell filled in from the solution."""
+    source = read_notebook(ROOT / "solutions" / f"{name}.ipynb")
+    student = make_student(copy.deepcopy(source), name, f"solutions/{name}.ipynb")
+    by_id = {c.get("id"): c for c in source.cells}
+    for cell in student.cells:
+        role = cell.get("metadata", {}).get("dgm", {}).get("role")
+        if role in ("graded", "written") and cell.get("id") in by_id:
+            cell.source = _without_markers(by_id[cell.id].source)
+    return student
+
+
+def mutant_submission(key: str) -> nbformat.NotebookNode:
+    m = MUTANTS[key]
+    nb = reference_submission(m.assignment)
+    cell = next(c for c in nb.cells if c.get("id") == m.cell)
+    if m.old not in cell.source:
+        raise SystemExit(f"mutant {key}: {m.old!r} is not in cell {m.cell} of the solution")
+    cell.source = cell.source.replace(m.old, m.new)
+    return nb
+
+
+def run(profile: str, names: list[str], only: list[str] | None, jobs: int,
+        keep: Path | None) -> dict:
+    rows, failures = [], []
+    with tempfile.TemporaryDirectory(prefix="dgm-mutations-") as tmp:
+        work = keep or Path(tmp)
+        for name in names:
+            subs = work / name / "submissions"
+            subs.mkdir(parents=True, exist_ok=True)
+            keys = [k for k, m in MUTANTS.items() if m.assignment == name
+                    and (not only or k in only)]
+            (subs / "reference.ipynb").write_text(render(reference_submission(name)))
+            for key in keys:
+                (subs / f"{key}.ipynb").write_text(render(mutant_submission(key)))
+            out = work / name / "out"
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                grade.main(["--assignment", name, str(subs), "--out", str(out), "--profile",
+                            profile, "--jobs", str(jobs), "--no-progress"])
+            wall = time.perf_counter() - start
+            for student in ["reference", *keys]:
+                data = json.loads((out / student / "results.json").read_text())
+                auto = [t for t in data["tests"] if "(written)" not in t["name"]
+                        and t.get("max_score", 0) > 0]
+                lost = sorted({t["name"].split(":")[0] for t in auto
+                               if t["score"] < t["max_score"]})
+                want = [] if student == "reference" else [MUTANTS[student].item]
+                ok = lost == want
+                row = {"assignment": name, "submission": student, "lost": lost,
+                       "expected": want, "ok": ok, "score": data["score"],
+                       "max_score": data["max_score"],
+                       "messages": [t.get("output", "")[:400] for t in auto
+                                    if t["score"] < t["max_score"]]}
+                if student != "reference":
+                    row["mistake"] = MUTANTS[student].mistake
+                rows.append(row)
+                print(f"{'ok ' if ok else 'BAD'} {name:12s} {student:32s} lost {lost}", flush=True)
+                if not ok:
+                    failures.append(f"{name}/{student}: lost {lost}, expected {want}")
+            rows.append({"assignment": name, "batch_wall_s": round(wall, 1),
+                         "submissions": 1 + len(keys), "jobs": jobs})
+    return {"profile": profile, "rows": rows, "failures": failures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="smoke")
+    p.add_argument("--assignments", nargs="+", default=list(ASSIGNMENTS))
+    p.add_argument("--only", nargs="+", help="only these mutants (names from MUTANTS)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--keep", type=Path, help="keep submissions and results under this folder")
+    p.add_argument("--no-record", action="store_true", help="do not write the results file")
+    args = p.parse_args(argv)
+    result = run(args.profile, args.assignments, args.only, args.jobs, args.keep)
+    if not args.no_record and not args.only and set(args.assignments) == set(ASSIGNMENTS):
+        print("wrote", write(f"mutations_{args.profile}", result))
+    for line in result["failures"]:
+        print("FAILED:", line, file=sys.stderr)
+    return 1 if result["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
