@@ -55,7 +55,7 @@ from autograder.report import (
     write_gradebook,
     write_student,
 )
-from autograder.runner import RunResult, kernel_env, run_notebook
+from autograder.runner import Limits, RunResult, kernel_env, run_notebook
 from autograder.submissions import Submission, collect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +160,26 @@ def _culprit(cells: list[dict]) -> int | None:
     return None
 
 
+def sandbox_limits(args) -> Limits:
+    """The kernel's limits, and the folders it must not see: the instructor's source (hidden
+    checks), the output folder (everyone's results), the unpacked and submitted files."""
+    hide = {Path(args.source).resolve(), Path(args.out).resolve()}
+    hide |= {Path(s).resolve().parent if Path(s).is_file() else Path(s).resolve()
+             for s in args.submissions}
+    if getattr(args, "unpack_dir", None):
+        hide.add(Path(args.unpack_dir).resolve())
+    # Never a folder the kernel needs: the course packages, Python, the data, temporary files.
+    needed = [ROOT, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+              Path(tempfile.gettempdir()).resolve()]
+    if os.environ.get("DGM_DATA"):
+        needed.append(Path(os.environ["DGM_DATA"]).resolve())
+    hide = {h for h in hide if not any(n == h or h in n.parents for n in needed)}
+    return Limits(memory_mb=getattr(args, "memory_mb", 6144) or None,
+                  nproc=getattr(args, "max_procs", 512) or None,
+                  isolate=not getattr(args, "no_sandbox", False),
+                  hide=tuple(sorted(str(h) for h in hide)))
+
+
 def run_until_done(nb, workdir: Path, args, env: dict, attempts: int = MAX_RERUNS) -> RunResult:
     """Execute ``nb``; when a cell kills the kernel, run again without it (at most
     ``attempts`` times), so that later items that do not depend on it are still graded.
@@ -169,8 +189,9 @@ def run_until_done(nb, workdir: Path, args, env: dict, attempts: int = MAX_RERUN
     """
     code = [c for c in nb.cells if c.cell_type == "code"]
     total = args.timeout * len(code) + 120.0
+    limits = sandbox_limits(args)
     run = run_notebook(nb, workdir / "run0", cell_timeout=args.timeout, total_timeout=total,
-                       env=env, kernel_name=args.kernel_name)
+                       env=env, kernel_name=args.kernel_name, limits=limits)
     for attempt in range(1, attempts + 1):
         culprit = _culprit(run.cells)
         if culprit is None:
@@ -179,7 +200,8 @@ def run_until_done(nb, workdir: Path, args, env: dict, attempts: int = MAX_RERUN
         [c for c in nb.cells if c.cell_type == "code"][culprit].source = (
             "raise RuntimeError('not run again: this cell stopped the kernel before')")
         again = run_notebook(nb, workdir / f"run{attempt}", cell_timeout=args.timeout,
-                             total_timeout=total, env=env, kernel_name=args.kernel_name)
+                             total_timeout=total, env=env, kernel_name=args.kernel_name,
+                             limits=limits)
         first = [c for c in run.cells if c["index"] <= culprit]
         later = [c for c in again.cells if c["index"] > culprit]
         executed = again.executed
@@ -190,7 +212,7 @@ def run_until_done(nb, workdir: Path, args, env: dict, attempts: int = MAX_RERUN
                     cell.outputs, cell.execution_count = old.outputs, old.execution_count
                     cell.source = old.source
         run = RunResult(first + later, executed or run.executed, run.wall_s + again.wall_s,
-                        again.returncode, run.log + again.log, again.error, env)
+                        again.returncode, run.log + again.log, again.error, env, again.sandbox)
     return run
 
 
@@ -309,6 +331,11 @@ def grade_submission(sub: Submission, source, args, out: Path, workroot: Path,
             if gpu is not None:
                 gpus.put(gpu)
         judge(source, run)
+        if run.sandbox.get("network", True):
+            notes_sandbox = ("This machine could not isolate the notebook (no Linux user "
+                             "namespaces): it ran with network access and without a read-only "
+                             "file system. Your grade is not affected.")
+            merged.note("", notes_sandbox)
         timings["judge_s"] = sum(c.get("judge_s", 0.0) for c in run.cells)
         executed = run.executed
         if run.error:
@@ -367,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-cell timeout in seconds (default: 120 smoke, 900 cpu and full)")
     p.add_argument("--kernel-name", default="python3", help="Jupyter kernel to run (python3)")
     p.add_argument("--keep-work", action="store_true", help="keep the per-submission folders")
+    p.add_argument("--memory-mb", type=int, default=6144,
+                   help="memory limit per submission in MiB (default 6144)")
+    p.add_argument("--max-procs", type=int, default=512,
+                   help="process and thread limit per submission (default 512)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run kernels without namespaces (no network isolation, no read-only "
+                        "file system): only for debugging the grader")
     p.add_argument("--require-full-marks", action="store_true",
                    help="exit 1 unless every submission earns every auto-graded point (CI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -411,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dgm-grade-") as tmp:
         workroot = Path(tmp)
         try:
-            subs = collect(args.submissions, args.assignment, workroot / "unpacked")
+            args.unpack_dir = workroot / "unpacked"
+            subs = collect(args.submissions, args.assignment, args.unpack_dir)
         except FileNotFoundError as exc:
             parser.error(str(exc))
         if not subs:

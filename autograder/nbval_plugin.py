@@ -4,11 +4,15 @@ Loaded in the pytest subprocess that :mod:`autograder.runner` starts for one sub
 
     pytest submission.ipynb -p nbval.plugin -p autograder.nbval_plugin --nbval-lax ...
 
-It runs in the pytest process, never in the student's kernel. Where to write is passed in the
-environment variables ``DGM_GRADER_RESULTS`` (results JSON), ``DGM_GRADER_EXECUTED`` (the
-executed notebook) and ``DGM_GRADER_TOKEN`` (a random token copied into the results, so the
-grader can tell them from a file forged by student code); the plugin removes all three from
-``os.environ`` before the kernel starts, so the kernel does not inherit them.
+It runs in the pytest process, never in the student's kernel. It sends everything back on a
+pipe whose file descriptor the grader passes in ``DGM_GRADER_FD``: one JSON document with the
+cell records and the executed notebook, written at the end of the session. The kernel does not
+inherit the descriptor (Jupyter closes them) and runs in a sandbox that cannot see this
+process (:mod:`autograder.sandbox`, path of its settings in ``DGM_GRADER_SANDBOX``), so
+nothing the student's code does can forge or change what the grader reads. The kernel talks
+to pytest over Unix sockets in its own folder (Jupyter's ``ipc`` transport), since its network
+namespace has no network. The merged notebook is deleted from the kernel's folder once pytest
+has read it.
 
 For every nbval cell item it records: the cell's index, id, ``metadata.dgm`` and whether it is
 a grader cell; ``status`` (passed, failed, timeout, crashed: the kernel died while running
@@ -40,8 +44,55 @@ from autograder.observe import MIME as OBSERVATION_MIME
 #: Seconds to wait for a cell's outputs once the kernel has replied (nbval's default is 5).
 OUTPUT_TIMEOUT = 30
 
-_state: dict = {"results": None, "executed": None, "token": None, "cells": [], "nb": None,
-                "started": None}
+_state: dict = {"fd": None, "sandbox": None, "cells": [], "nb": None, "started": None}
+
+
+def _patch_kernel_start() -> None:
+    """nbval starts kernels with ``jupyter_client.start_new_kernel``: start ours instead, over
+    Unix sockets in the kernel's folder and through the sandbox launcher when one is set."""
+    import sys
+
+    import nbval.kernel
+    from jupyter_client.manager import KernelManager
+
+    if getattr(nbval.kernel, "_dgm_patched", False):
+        return
+
+    class SandboxedKernelManager(KernelManager):
+        def format_kernel_cmd(self, extra_arguments=None):
+            cmd = super().format_kernel_cmd(extra_arguments)
+            if _state["sandbox"]:
+                cmd = [sys.executable, "-m", "autograder.sandbox", _state["sandbox"], "--", *cmd]
+            return cmd
+
+    def start_new_kernel(startup_timeout=60, kernel_name="python", **kwargs):
+        cwd = kwargs.get("cwd") or os.getcwd()
+        km = SandboxedKernelManager(kernel_name=kernel_name, transport="ipc",
+                                    ip=os.path.join(cwd, "kernel"))
+        km.start_kernel(**kwargs)
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=startup_timeout)
+        except RuntimeError:
+            kc.stop_channels()
+            km.shutdown_kernel()
+            raise
+        return km, kc
+
+    nbval.kernel.start_new_kernel = start_new_kernel
+    nbval.kernel._dgm_patched = True
+
+
+def _undumpable() -> None:
+    """Close this process's /proc files (memory, environment, descriptors) to other processes
+    of the same user: Linux's ``PR_SET_DUMPABLE`` = 0."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        pass
 
 
 def _patch_nbval_kernel() -> None:
@@ -77,10 +128,23 @@ def _patch_nbval_kernel() -> None:
 
 def pytest_configure(config):
     _patch_nbval_kernel()
-    _state["results"] = os.environ.pop("DGM_GRADER_RESULTS", None)
-    _state["executed"] = os.environ.pop("DGM_GRADER_EXECUTED", None)
-    _state["token"] = os.environ.pop("DGM_GRADER_TOKEN", None)
+    fd = os.environ.pop("DGM_GRADER_FD", "")
+    _state["fd"] = int(fd) if fd.isdigit() else None
+    _state["sandbox"] = os.environ.pop("DGM_GRADER_SANDBOX", None) or None
+    _patch_kernel_start()
+    _undumpable()
     _state["started"] = time.perf_counter()
+
+
+def pytest_collection_finish(session):
+    """The notebook is in memory now: take it off the disk before the kernel starts."""
+    for item in session.items:
+        path = getattr(item, "path", None) or getattr(item, "fspath", None)
+        if path is not None and str(path).endswith(".ipynb"):
+            try:
+                os.unlink(str(path))
+            except OSError:
+                pass
 
 
 def _is_cell(item) -> bool:
@@ -172,23 +236,22 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _state["executed"] and _state["nb"] is not None:
+    if _state["fd"] is None:
+        return
+    executed = None
+    if _state["nb"] is not None:
         for cell in _state["nb"].cells:
             if cell.get("cell_type") == "code":
                 for out in cell.get("outputs", []):
                     if out.get("output_type") == "execute_result":
                         out.setdefault("metadata", {})
                         out.setdefault("execution_count", cell.get("execution_count"))
-        _atomic_write(_state["executed"], nbformat.writes(_state["nb"]))
-    if _state["results"]:
-        payload = {"token": _state["token"], "exitstatus": int(exitstatus),
-                   "wall": time.perf_counter() - (_state["started"] or time.perf_counter()),
-                   "cells": sorted(_state["cells"], key=lambda c: c["index"])}
-        _atomic_write(_state["results"], json.dumps(payload, indent=1))
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+        executed = nbformat.writes(_state["nb"])
+    payload = {"exitstatus": int(exitstatus),
+               "wall": time.perf_counter() - (_state["started"] or time.perf_counter()),
+               "cells": sorted(_state["cells"], key=lambda c: c["index"]),
+               "executed": executed}
+    data = json.dumps(payload).encode()
+    with os.fdopen(_state["fd"], "wb") as pipe:
+        pipe.write(data)
+    _state["fd"] = None

@@ -11,19 +11,22 @@ project settings). The kernel inherits the environment set here: ``DGM_PROFILE``
 ``DGM_DEVICE``, ``DGM_DATA`` (the instructor's, inherited), ``PYTHONHASHSEED=0``,
 ``MPLBACKEND=Agg`` and a thread count that shares the cores between parallel jobs. The
 results and the executed notebook are written outside the kernel's folder, to paths the
-kernel is not told (see :mod:`autograder.nbval_plugin`). The whole run is bounded too: after
-``total_timeout`` seconds its process group (pytest and the kernel) is killed.
+kernel cannot reach: one JSON document on a pipe, read only when pytest exits normally (see
+:mod:`autograder.nbval_plugin`). The kernel runs in a sandbox (:mod:`autograder.sandbox`)
+with the :class:`Limits` given. The whole run is bounded too: after ``total_timeout`` seconds
+its process group (pytest and the sandbox launcher, hence the kernel) is killed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,7 @@ class RunResult:
     log: str                       # pytest's own output (no cell sources, no tracebacks)
     error: str | None = None       # why no results came back, if they did not
     env: dict = field(default_factory=dict)
+    sandbox: dict = field(default_factory=dict)  # what the sandbox could apply
 
     @property
     def cells_s(self) -> float:
@@ -70,26 +74,58 @@ def kernel_env(profile: str, device: str, threads: int | None = None,
     return env
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one submission's kernel may use (see :mod:`autograder.sandbox`)."""
+
+    memory_mb: int | None = 6144
+    nproc: int | None = 512
+    isolate: bool = True          # namespaces: no network, hidden folders, own PIDs
+    hide: tuple[str, ...] = ()    # folders the kernel must not see
+
+
 def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float,
-                 env: dict[str, str], kernel_name: str = "python3") -> RunResult:
+                 env: dict[str, str], kernel_name: str = "python3",
+                 limits: Limits | None = None) -> RunResult:
     """Execute ``nb`` with nbval in ``workdir`` (created, must be new or empty)."""
+    limits = limits or Limits()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "pytest.ini").write_text("[pytest]\naddopts =\n")
     nb_path = workdir / "submission.ipynb"
     nb_path.write_text(nbformat.writes(nb), encoding="utf-8")
     private = Path(tempfile.mkdtemp(prefix="dgm-grader-private-"))
-    results, executed = private / "results.json", private / "executed.ipynb"
-    token = secrets.token_hex(16)
-    run_env = dict(env, DGM_GRADER_RESULTS=str(results), DGM_GRADER_EXECUTED=str(executed),
-                   DGM_GRADER_TOKEN=token)
+    spec, status = private / "sandbox.json", private / "sandbox-status.json"
+    spec.write_text(json.dumps({
+        "workdir": str(workdir), "memory_mb": limits.memory_mb, "nproc": limits.nproc,
+        "isolate": limits.isolate, "hide": [str(Path(h).resolve()) for h in limits.hide],
+        "status": str(status), "device": env.get("DGM_DEVICE", "cpu"),
+        "cgroup_name": f"dgm-grader-{private.name}"}))
+    read_fd, write_fd = os.pipe()
+    run_env = dict(env, DGM_GRADER_FD=str(write_fd), DGM_GRADER_SANDBOX=str(spec),
+                   HOME=str(workdir), IPYTHONDIR=str(workdir / ".ipython"),
+                   MPLCONFIGDIR=str(workdir / ".matplotlib"), XDG_CACHE_HOME=str(workdir / ".cache"),
+                   TMPDIR=str(workdir / ".tmp"))
+    (workdir / ".tmp").mkdir(exist_ok=True)
     cmd = [sys.executable, "-c", PYTEST_MAIN, nb_path.name, "-p", "nbval.plugin",
            "-p", "autograder.nbval_plugin", "-p", "no:cacheprovider", "--nbval-lax",
            f"--nbval-cell-timeout={cell_timeout:g}", "--nbval-kernel-name", kernel_name,
            "-q", "--tb=no", "-rN", "--color=no", "-c", "pytest.ini", "--rootdir", "."]
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        with os.fdopen(read_fd, "rb") as pipe:
+            while block := pipe.read(1 << 16):
+                chunks.append(block)
+
+    reader = threading.Thread(target=drain, daemon=True)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=workdir, env=run_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                            errors="replace", start_new_session=True)
+    try:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=run_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                errors="replace", start_new_session=True, pass_fds=(write_fd,))
+    finally:
+        os.close(write_fd)  # only pytest holds the writing end now
+    reader.start()
     error = None
     try:
         log, _ = proc.communicate(timeout=total_timeout)
@@ -98,27 +134,46 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         log, _ = proc.communicate()
         error = f"the notebook did not finish within {total_timeout:g} s and was stopped"
     finally:
-        _kill_group(proc)  # a kernel left behind by a crashed pytest
+        _kill_group(proc)  # the sandboxed kernel dies with its launcher, in pytest's group
+    reader.join(timeout=30)
     wall = time.perf_counter() - start
 
     cells: list[dict] = []
     executed_nb = None
+    sandbox = {}
     try:
-        data = json.loads(results.read_text())
-        if data.get("token") != token:
-            error = error or "the results file was not written by the grader"
-        else:
-            cells = data["cells"]
-    except (OSError, ValueError, KeyError):
-        error = error or "the notebook could not be executed (no results came back)"
-    try:
-        executed_nb = nbformat.read(str(executed), as_version=4)
+        sandbox = json.loads(status.read_text())
     except (OSError, ValueError):
-        executed_nb = None
-    for path in (results, executed):
-        path.unlink(missing_ok=True)
-    private.rmdir() if private.exists() and not any(private.iterdir()) else None
-    return RunResult(cells, executed_nb, wall, proc.returncode, log[-20000:], error, env)
+        pass
+    if proc.returncode not in (0, 1):  # 0: all cells passed, 1: some failed; else no results
+        error = error or (f"the grader's notebook runner stopped abnormally (exit code "
+                          f"{proc.returncode})")
+    else:
+        try:
+            data = json.loads(b"".join(chunks))
+            cells = data["cells"]
+            if data.get("executed"):
+                executed_nb = nbformat.reads(data["executed"], as_version=4)
+        except (ValueError, KeyError, TypeError):
+            error = error or "the notebook could not be executed (no results came back)"
+    shutil.rmtree(private, ignore_errors=True)
+    _remove_cgroups(f"dgm-grader-{private.name}")
+    return RunResult(cells, executed_nb, wall, proc.returncode, log[-20000:], error, env,
+                     sandbox)
+
+
+def _remove_cgroups(name: str) -> None:
+    """Remove the cgroups the sandbox made for one run (empty once its processes are gone)."""
+    root = Path("/sys/fs/cgroup")
+    for group in list(root.glob(f"*/**/{name}"))[:4] + list(root.glob(f"**/{name}"))[:4]:
+        for _ in range(20):
+            try:
+                group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
