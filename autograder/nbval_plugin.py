@@ -43,6 +43,41 @@ from autograder.observe import MIME as OBSERVATION_MIME
 
 #: Seconds to wait for a cell's outputs once the kernel has replied (nbval's default is 5).
 OUTPUT_TIMEOUT = 30
+#: Characters of text kept per output, and bytes of all outputs kept per cell, in the executed
+#: notebook: a cell that prints gigabytes must not sink the grader or the instructor's copy.
+TEXT_LIMIT = 20_000
+CELL_OUTPUT_LIMIT = 2_000_000
+
+
+def _truncate_text(text: str) -> str:
+    if len(text) <= TEXT_LIMIT:
+        return text
+    cut = len(text) - TEXT_LIMIT
+    return (text[:TEXT_LIMIT // 2] + f"\n[... {cut} characters cut by the grader ...]\n"
+            + text[-TEXT_LIMIT // 2:])
+
+
+def _bounded_outputs(outputs) -> list:
+    """The outputs to keep: long texts cut in the middle, at most CELL_OUTPUT_LIMIT in all."""
+    kept, size = [], 0
+    for out in outputs:
+        out = dict(out)
+        if isinstance(out.get("text"), str):
+            out["text"] = _truncate_text(out["text"])
+        if isinstance(out.get("evalue"), str):
+            out["evalue"] = _truncate_text(out["evalue"])
+        if isinstance(out.get("traceback"), list):
+            out["traceback"] = [_truncate_text(str(t)) for t in out["traceback"][-30:]]
+        if isinstance(out.get("data"), dict):
+            out["data"] = {k: (_truncate_text(v) if isinstance(v, str) and not k.startswith(
+                "image/") else v) for k, v in out["data"].items()}
+        size += len(json.dumps(out, default=str))
+        if size > CELL_OUTPUT_LIMIT:
+            kept.append({"output_type": "stream", "name": "stderr",
+                         "text": "[... more output cut by the grader ...]\n"})
+            break
+        kept.append(out)
+    return kept
 
 _state: dict = {"fd": None, "sandbox": None, "cells": [], "nb": None, "started": None}
 
@@ -221,7 +256,8 @@ def pytest_runtest_makereport(item, call):
             record["status"] = "timeout"
         elif err is not None:
             record["status"] = "failed"
-            record["ename"], record["evalue"] = err.get("ename"), err.get("evalue")
+            record["ename"] = str(err.get("ename"))[:200]
+            record["evalue"] = str(err.get("evalue"))[:2000]
         else:  # the kernel died, or nbval itself failed: no exception of the student's
             record["status"] = "error"
             record["ename"] = type(exc).__name__
@@ -230,7 +266,7 @@ def pytest_runtest_makereport(item, call):
             line = f"{record['ename']}: {record['evalue']}" if record["ename"] else record["status"]
             report.longrepr = f"cell {record['id']}: {line}"[:500]
     # Keep the outputs in the notebook written at the end, for the instructor.
-    item.cell["outputs"] = [nbformat.from_dict(dict(o)) for o in outputs]
+    item.cell["outputs"] = [nbformat.from_dict(o) for o in _bounded_outputs(outputs)]
     item.cell["execution_count"] = len([c for c in _state["cells"] if c["status"] != "skipped"]) + 1
     _state["cells"] = [c for c in _state["cells"] if c["index"] != record["index"]] + [record]
 
