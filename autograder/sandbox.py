@@ -85,6 +85,14 @@ def _cgroup(name: str, memory_mb: int | None, nproc: int | None) -> list[str]:
     return applied
 
 
+def _setrlimit(which: int, value: int) -> bool:
+    try:
+        resource.setrlimit(which, (value, value))
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 def _can_unshare() -> bool:
     if sys.platform != "linux" or not shutil.which("unshare"):
         return False
@@ -104,12 +112,11 @@ def outside(spec_path: str, cmd: list[str]) -> None:
 
     status["limits"] = _cgroup(spec.get("cgroup_name", f"dgm-{os.getpid()}"), memory_mb, nproc)
     if memory_mb and "memory" not in status["limits"] and spec.get("device") == "cpu":
-        limit = memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        status["limits"].append("memory (address space)")
+        if _setrlimit(resource.RLIMIT_AS, memory_mb * 2**20):
+            status["limits"].append("memory (address space)")
     if nproc and "pids" not in status["limits"] and os.geteuid() != 0:
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        status["limits"].append("processes (rlimit)")
+        if _setrlimit(resource.RLIMIT_NPROC, nproc):
+            status["limits"].append("processes (rlimit)")
 
     prefix: list[str] = []
     if spec.get("isolate", True) and _can_unshare():
@@ -152,8 +159,7 @@ def inside(options: dict, cmd: list[str]) -> None:
             continue
         _mount("-o", "remount,bind,ro", point)
     if options.get("nproc"):
-        n = int(options["nproc"])
-        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+        _setrlimit(resource.RLIMIT_NPROC, int(options["nproc"]))
     argv = ["unshare", "--user", "--map-root-user", "--mount", "--", *cmd]
     os.execvp(argv[0], argv)
 

@@ -11,9 +11,8 @@ network; the faults: sys.exit, a segfault, a memory hog, a process bomb, huge ou
 
 from __future__ import annotations
 
-import copy
 import json
-import shutil
+import sys
 from pathlib import Path
 
 import nbformat
@@ -27,79 +26,8 @@ from autograder.sandbox import _can_unshare
 pytestmark = pytest.mark.skipif(not _can_unshare(), reason="needs Linux user namespaces")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"
-SOURCE = FIXTURES / "source"
-CORRECT = FIXTURES / "students" / "correct.ipynb"
-ROOT = Path(__file__).resolve().parent.parent
-SENTINEL = "HIDDEN-CHECK-SENTINEL-7f3a"
-
-WRONG_KL = "return -0.5 * (mu**2 + math.exp(logvar) - logvar - 1.0)"
-RIGHT_KL = "return 0.5 * (mu**2 + math.exp(logvar) - logvar - 1.0)"
-
-
-def _attacks(out: Path) -> dict[str, tuple[dict[str, str], dict[str, float]]]:
-    """student -> ({cell id: code put before the cell's own code}, expected scores)."""
-    full = {"kl": 3.0, "train": 2.0, "alpha_bar": 2.0}
-    return {
-        # A wrong KL hidden behind redefined builtins that comparisons would use.
-        "builtins": ({"toy-kl": (
-            "import builtins\nbuiltins.abs = lambda x: 0.0\nbuiltins.min = lambda *a, **k: 1.0\n"
-            "builtins.all = lambda *a: True\nbuiltins.round = lambda *a: 0\n"
-            "builtins.print = lambda *a, **k: None\n"), "kl-wrong": ""}, {**full, "kl": 0.0}),
-        # exp patched to 1 so that a KL written without it agrees with any in-kernel reference.
-        "patched_math": ({"toy-kl": "math.exp = lambda x: 1.0\n",
-                          "kl-replace": "return 0.5 * (mu**2 + 1.0 - logvar - 1.0)"},
-                         {**full, "kl": 0.0}),
-        # Prints what a passing check prints and shows a forged measurement outside a check.
-        "fake_pass": ({"toy-alpha-bar": (
-            "print('toy-alpha-bar-hidden: check passed, 2/2 points')\n"
-            "from IPython.display import display\n"
-            "display({'application/vnd.dgm.observation+json': {'values': {'__dict__': {'got': "
-            "[0.9, 0.72, 0.504, 0.4788]}}}}, raw=True)\n"), "ab-wrong": ""},
-            {**full, "alpha_bar": 0.0}),
-        # Replaces what observe() sends with made-up numbers.
-        "forged_observe": ({"toy-alpha-bar": (
-            "import autograder.observe as _o\n"
-            "_o.encode = lambda values: {'values': {'__dict__': {'got': [1.0, 1.0, 1.0, 1.0]}}}\n"
-            ), "ab-wrong": ""}, {**full, "alpha_bar": 0.0}),
-        # Swallows the exception a broken function raises inside the check.
-        "swallowed": ({"toy-alpha-bar": (
-            "import sys\nsys.excepthook = lambda *a: None\n"
-            "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)\n"),
-            "ab-raise": ""}, {**full, "alpha_bar": 0.0}),
-        # Deletes names before every later cell runs (here its own function: a check that
-        # cannot find what it measures earns nothing).
-        "deleted_names": ({"toy-alpha-bar": (
-            "get_ipython().events.register('pre_run_cell', "
-            "lambda info: globals().pop('alpha_bar_schedule', None))\n")},
-            {**full, "alpha_bar": 0.0}),
-        # Writes into the output folder and the repository; reads the hidden checks.
-        "writes_and_reads": ({"toy-kl": (
-            "import os, glob\nfound = []\n"
-            f"for p in [{str(out)!r}, {str(out / 'correct')!r}, {str(ROOT / 'README.md')!r}]:\n"
-            "    try:\n        open(os.path.join(p, 'x') if os.path.isdir(p) else p, 'a').write('x')\n"
-            "        found.append('WROTE ' + p)\n    except OSError as e:\n"
-            "        found.append('blocked ' + type(e).__name__)\n"
-            f"for p in [{str(SOURCE / 'toy.ipynb')!r}, 'submission.ipynb']:\n"
-            f"    found.append(('READ ' if os.path.exists(p) and {SENTINEL!r} in open(p).read() "
-            "else 'unreadable ') + os.path.basename(p))\n"
-            "found.append('ENV=' + ','.join(k for k in os.environ if k.startswith('DGM_GRADER')) + ';')\n"
-            "found.append('PROCS ' + str(len([d for d in os.listdir('/proc') if d.isdigit()])))\n"
-            "print('\\n'.join(found))\n")}, full),
-        "network": ({"toy-kl": (
-            "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\n"
-            "    print('NETWORK OPEN')\nexcept OSError as e:\n    print('network blocked', e)\n")},
-            full),
-        # Faults: each costs its own item only.
-        "sys_exit": ({"toy-kl": "import sys\nsys.exit(3)\n"}, {**full, "kl": 0.0}),
-        "segfault": ({"toy-kl": "import ctypes\nctypes.string_at(0)\n"}, {**full, "kl": 0.0}),
-        "memory_hog": ({"toy-train": "hog = [b'x' * 2**26 for _ in range(64)]\n"},
-                       {**full, "train": 0.0}),
-        "process_bomb": ({"toy-train": (
-            "import subprocess\nprocs = [subprocess.Popen(['sleep', '30']) for _ in range(300)]\n")},
-            {**full, "train": 0.0}),
-        "huge_output": ({"toy-kl": "print('y' * 30_000_000)\n"}, full),
-    }
-
+sys.path.insert(0, str(FIXTURES))
+from hostile import ROOT, SENTINEL, SOURCE, build  # noqa: E402
 
 README_BEFORE = (ROOT / "README.md").read_bytes()
 
@@ -108,36 +36,10 @@ def test_student_code_did_not_change_the_repository(hostile):
     assert (ROOT / "README.md").read_bytes() == README_BEFORE
 
 
-def _build(folder: Path, out: Path) -> dict[str, dict[str, float]]:
-    correct = nbformat.read(str(CORRECT), as_version=4)
-    expected = {}
-    for name, (edits, scores) in _attacks(out).items():
-        nb = copy.deepcopy(correct)
-        cells = {c.get("id"): c for c in nb.cells}
-        for cid, code in edits.items():
-            if cid == "kl-wrong":
-                cells["toy-kl"].source = cells["toy-kl"].source.replace(RIGHT_KL, WRONG_KL)
-            elif cid == "kl-replace":
-                cells["toy-kl"].source = cells["toy-kl"].source.replace(RIGHT_KL, code)
-            elif cid == "ab-wrong":
-                cells["toy-alpha-bar"].source = cells["toy-alpha-bar"].source.replace(
-                    "prod *= 1.0 - b", "prod *= 1.0 - 2 * b")
-            elif cid == "ab-raise":
-                cells["toy-alpha-bar"].source = cells["toy-alpha-bar"].source.replace(
-                    "out, prod = [], 1.0", "raise ValueError('broken')")
-            else:
-                cells[cid].source = code + cells[cid].source
-        (folder / f"{name}.ipynb").write_text(nbformat.writes(nb))
-        expected[name] = scores
-    shutil.copy(CORRECT, folder / "correct.ipynb")
-    expected["correct"] = {"kl": 3.0, "train": 2.0, "alpha_bar": 2.0}
-    return expected
-
-
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     folder, out = tmp_path_factory.mktemp("hostile"), tmp_path_factory.mktemp("hostile-out")
-    expected = _build(folder, out)
+    expected = build(folder, out)
     code = grade.main(["--assignment", "toy", "--source", str(SOURCE), str(folder),
                        "--out", str(out), "--jobs", "2", "--device", "cpu", "--profile", "smoke",
                        "--timeout", "60", "--memory-mb", "768", "--max-procs", "64",
