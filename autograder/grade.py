@@ -5,6 +5,7 @@
     python -m autograder grade --assignment vae SUBMISSION... --out DIR
         [--jobs N] [--device auto|cpu|cuda] [--profile smoke|cpu|full]
         [--source solutions/] [--timeout S] [--require-full-marks]
+        [--memory-mb MB] [--max-procs N] [--max-size-mb MB] [--regrade]
 
 A SUBMISSION is a notebook, a folder of notebooks or an LMS zip export
 (:mod:`autograder.submissions`). For each student:
@@ -18,7 +19,8 @@ A SUBMISSION is a notebook, a folder of notebooks or an LMS zip export
    verdict gives) when both parts pass; one that fails or times out earns 0 for its item only;
 4. report: ``DIR/<student>/results.json`` (Gradescope), ``feedback.md``/``.html``,
    ``executed.ipynb`` (instructor only: it holds the hidden checks), and
-   ``DIR/gradebook.csv`` (:mod:`autograder.report`).
+   ``DIR/gradebook.csv`` (:mod:`autograder.report`), and ``DIR/grader.log.jsonl``, the run
+   log; a rerun on the same DIR skips students already graded (:mod:`autograder.state`).
 
 Students are graded ``--jobs`` at a time, each in its own pytest subprocess and kernel;
 threads are shared out between jobs, and with ``--device cuda`` on a machine with several
@@ -404,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-full-marks", action="store_true",
                    help="exit 1 unless every submission earns every auto-graded point (CI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from autograder.submissions import DEFAULT_MAX_MB
+
+    p.add_argument("--max-size-mb", type=float, default=DEFAULT_MAX_MB,
+                   help=f"largest notebook graded, in MB (default {DEFAULT_MAX_MB:g}); a larger "
+                        "one is not run and its student is told why")
+    p.add_argument("--regrade", action="store_true",
+                   help="grade every submission again; by default a student whose results in "
+                        "--out were made from the same file, source and profile is skipped")
     return p
 
 
@@ -415,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         args.resolved_device = resolve_device(args.device)
         if args.jobs < 1:
             raise ValueError("--jobs must be at least 1")
+        if not args.max_size_mb > 0:
+            raise ValueError("--max-size-mb must be positive")
+        args.max_bytes = int(args.max_size_mb * 2**20)
         source_path = args.source / f"{args.assignment}.ipynb"
         if args.source.resolve() == (ROOT / "solutions").resolve():
             check_choice(args.assignment, ASSIGNMENTS, "assignment")
@@ -446,11 +459,17 @@ def main(argv: list[str] | None = None) -> int:
         workroot = Path(tmp)
         try:
             args.unpack_dir = workroot / "unpacked"
-            subs = collect(args.submissions, args.assignment, args.unpack_dir)
+            warnings: list[str] = []
+            subs = collect(args.submissions, args.assignment, args.unpack_dir,
+                           max_bytes=args.max_bytes, warnings=warnings)
         except FileNotFoundError as exc:
             parser.error(str(exc))
         if not subs:
             parser.error("no notebooks found in the given submissions")
+        from autograder.state import Batch
+
+        batch = Batch(out, args, source_path, source, items_meta, argv, warnings)
+        subs = batch.plan(subs)  # without those graded already by an earlier run
         if args.keep_work:
             workroot = Path(tempfile.mkdtemp(prefix="dgm-grade-work-"))
             print(f"work folders kept under {workroot}", file=sys.stderr)
@@ -462,8 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         bar = (tqdm(total=len(subs), desc=f"grading {args.assignment}", unit="nb",
                     file=sys.stderr, disable=args.no_progress) if tqdm else None)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(grade_submission, s, source, args, out, workroot, secret,
-                                   gpus): s for s in subs}
+            futures = {pool.submit(batch.grade, s, grade_submission, source, args, out,
+                                   workroot, secret, gpus): s for s in subs}
             for fut in as_completed(futures):
                 sub = futures[fut]
                 try:
@@ -471,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001 - one bad submission never stops a batch
                     traceback.print_exc()
                     crashed = _crashed(sub, args, items_meta, exc)
-                    write_student(out, crashed)
+                    batch.record(crashed, complete=False)
                     results.append(crashed)
                 if bar is not None:
                     bar.set_postfix_str(sub.student)
@@ -479,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None:
             bar.close()
 
-    results.sort(key=lambda r: r.student)
+    results = batch.finish(results)  # with the skipped students' results
     columns = []
     for name, it in items_meta.items():
         if it.hidden:
@@ -487,10 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         if it.written:
             columns.append((name if not it.hidden else f"{name} (written)", "written",
                             float(it.written_points)))
-    gradebook = write_gradebook(out, args.assignment, columns)
-    print(summary_table(results))
-    print(f"\n{len(results)} submissions graded ({args.profile} profile, "
+    gradebook = write_gradebook(out, args.assignment, columns, batch.gradebook_rows(results))
+    print(summary_table(results, batch.skipped_ids))
+    print(f"\n{batch.summary()} ({args.profile} profile, "
           f"{args.resolved_device}); results in {out}, gradebook {gradebook}")
+    if batch.interrupted:
+        return 130
     if args.require_full_marks and any(r.auto_score < r.auto_max for r in results):
         return 1
     return 0

@@ -7,7 +7,9 @@ Per student, in ``DIR/<student>/``:
                    ``visibility``, ``stdout_visibility`` and ``tests``, one entry per
                    auto-graded item with ``name``, ``number``, ``score``, ``max_score``,
                    ``status``, ``output`` and ``visibility``. ``extra_data`` keeps what the
-                   gradebook needs (items, written answers pending, timings).
+                   gradebook needs (items, written answers pending, timings) and, once
+                   the student is done, the ``error`` and the ``fingerprint`` that lets a
+                   later run skip the student (:mod:`autograder.state`).
 ``feedback.md``    for each item its points and messages, the notes of the merge step, then
                    the written answers, collected for manual grading. ``feedback.html`` is the
                    same page rendered.
@@ -30,6 +32,8 @@ import html
 import io
 import json
 import os
+import threading
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,11 +78,20 @@ class StudentResult:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temporary file beside it, flushed to disk, and
+    ``os.replace``: a reader (or a grader killed half-way) sees the old file or the new one,
+    never a part. The temporary name is unique per process and thread."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fmt(x: float | None) -> str:
@@ -170,10 +183,19 @@ def markdown_to_html(text: str, title: str) -> str:
             f"</head><body>\n{body}</body></html>\n")
 
 
-def write_student(out: Path, res: StudentResult, executed=None) -> None:
-    """Write ``out/<student>/`` (results.json, feedback.md, feedback.html, executed.ipynb)."""
+def results_json_text(res: StudentResult, extra: dict | None = None) -> str:
+    """The text of ``results.json``; ``extra`` is added to its ``extra_data``."""
+    data = gradescope_json(res)
+    data["extra_data"].update(extra or {})
+    return json.dumps(data, indent=2) + "\n"
+
+
+def write_student(out: Path, res: StudentResult, executed=None, extra: dict | None = None,
+                  ) -> None:
+    """Write ``out/<student>/`` (results.json, feedback.md, feedback.html, executed.ipynb);
+    ``extra`` is added to results.json's ``extra_data`` (the grader's fingerprint)."""
     folder = out / res.student
-    atomic_write(folder / "results.json", json.dumps(gradescope_json(res), indent=2) + "\n")
+    atomic_write(folder / "results.json", results_json_text(res, extra))
     md = feedback_markdown(res)
     atomic_write(folder / "feedback.md", md)
     atomic_write(folder / "feedback.html", markdown_to_html(md, f"{res.assignment}: {res.student}"))
@@ -196,8 +218,11 @@ def _read_results(out: Path, assignment: str) -> list[dict]:
     return rows
 
 
-def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, float]]) -> Path:
-    """Write ``out/gradebook.csv`` from every ``out/*/results.json`` of ``assignment``.
+def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, float]],
+                    rows: list[dict] | None = None) -> Path:
+    """Write ``out/gradebook.csv`` from ``rows`` (the ``extra_data`` of each student's
+    results, as :func:`gradescope_json` makes it), by default read from every
+    ``out/*/results.json`` of ``assignment``.
 
     ``items`` lists ``(item, kind, max_score)`` in notebook order. Written points an instructor
     already typed into an earlier gradebook are kept.
@@ -220,7 +245,9 @@ def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, floa
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["student", *auto_names, *written_names, "auto_score", "written_pending",
                      "total", "max_score"])
-    for extra in _read_results(out, assignment):
+    if rows is None:
+        rows = _read_results(out, assignment)
+    for extra in sorted(rows, key=lambda r: r["student"]):
         student = extra["student"]
         scores = {i["item"]: i["score"] for i in extra.get("items", [])}
         auto = [float(scores.get(n) or 0.0) for n in auto_names]
@@ -241,17 +268,30 @@ def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, floa
     return path
 
 
-def summary_table(results: list[StudentResult]) -> str:
-    """A plain-text table: one row per student, points per item, total, time."""
+def summary_table(results: list[StudentResult], skipped: Collection[str] = (),
+                  note_width: int = 100) -> str:
+    """A plain-text table: one row per student, points per item, total, time, and a note:
+    the error that stopped grading (cut to ``note_width`` characters), or that the student
+    was skipped (graded already, by an earlier run)."""
     if not results:
         return "no submissions graded"
     names = [i.item for i in results[0].items]
-    header = ["student", *names, "auto", "time (s)"]
-    rows = [[r.student, *[_fmt(i.score) for i in r.items],
-             f"{_fmt(r.auto_score)}/{_fmt(r.auto_max)}", f"{r.timings.get('wall_s', 0):.1f}"]
-            for r in results]
+    header = ["student", *names, "auto", "time (s)", "note"]
+
+    def note(r: StudentResult) -> str:
+        text = " ".join((r.error or "").split())
+        if r.student in skipped:
+            text = "skipped: graded by an earlier run" + (f"; {text}" if text else "")
+        return text if len(text) <= note_width else text[:note_width - 3] + "..."
+
+    def scores(r: StudentResult) -> list[str]:
+        by_name = {i.item: i for i in r.items}
+        return [_fmt(by_name[n].score) if n in by_name else "-" for n in names]
+
+    rows = [[r.student, *scores(r), f"{_fmt(r.auto_score)}/{_fmt(r.auto_max)}",
+             f"{r.timings.get('wall_s', 0):.1f}", note(r)] for r in results]
     maxes = ["max", *[_fmt(i.max_score) for i in results[0].items],
-             _fmt(results[0].auto_max), ""]
+             _fmt(results[0].auto_max), "", ""]
     table = [header, maxes, *rows]
     widths = [max(len(str(row[c])) for row in table) for c in range(len(header))]
     fmt = lambda row: "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()  # noqa: E731

@@ -19,6 +19,7 @@ its process group (pytest and the sandbox launcher, hence the kernel) is killed.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -33,6 +34,18 @@ from pathlib import Path
 
 import nbformat
 
+
+#: Runs still going (their process groups are killed if the grader exits, e.g. on Ctrl-C).
+_ACTIVE: set = set()
+
+
+def kill_all() -> None:
+    """Kill the process group of every run still going (pytest and its sandboxed kernel)."""
+    for proc in list(_ACTIVE):
+        _kill_group(proc)
+
+
+atexit.register(kill_all)
 
 #: ``python -m pytest``, except that jsonschema's optional ``rfc3987_syntax`` (which builds a
 #: parser at import time: seconds per submission through nbformat; nbformat's schema checks
@@ -125,6 +138,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
                                 errors="replace", start_new_session=True, pass_fds=(write_fd,))
     finally:
         os.close(write_fd)  # only pytest holds the writing end now
+    _ACTIVE.add(proc)
     reader.start()
     error = None
     try:
@@ -135,6 +149,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         error = f"the notebook did not finish within {total_timeout:g} s and was stopped"
     finally:
         _kill_group(proc)  # the sandboxed kernel dies with its launcher, in pytest's group
+        _ACTIVE.discard(proc)
     reader.join(timeout=30)
     wall = time.perf_counter() - start
 

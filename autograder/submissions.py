@@ -1,29 +1,69 @@
-"""Find the submissions to grade: notebooks, folders of notebooks, or an LMS zip export.
+"""Find the submissions to grade, and say what is wrong with a file that cannot be graded.
 
 A SUBMISSION argument of ``python -m autograder grade`` is
 
 * a notebook ``alice.ipynb``: student ``alice``;
 * a folder: every notebook in it; a notebook directly inside is a student named after the
-  file stem, a notebook in a sub-folder belongs to the student named after that sub-folder
-  (``bob/vae.ipynb`` -> ``bob``);
-* a ``.zip`` export from an LMS: unpacked into a private folder, then read like a folder.
+  file stem, a notebook in a sub-folder (at any depth) belongs to the student named after the
+  first sub-folder (``bob/hw/vae.ipynb`` -> ``bob``). Symbolic links are never followed (an
+  unzipped export may hold links to any file the grader can read): they are listed in the
+  student's feedback;
+* a ``.zip`` export from an LMS: its notebooks are unpacked into a private folder, then read
+  like a folder. A single folder wrapping the whole export (``export/alice/...``,
+  ``export/bob/...``) is looked through. A member whose path would leave the unpack folder
+  (``../x``, ``/etc/x``, ``C:\\x``) is never written (the instructor is warned); symbolic
+  links are never created; files that are not notebooks are not unpacked but listed in the
+  student's feedback; a notebook over the size limit is not unpacked (the student is told).
+  Names stored without the zip's UTF-8 flag are read as UTF-8 when they decode as such (what
+  most zip tools write), else as cp437 (the zip standard).
 
-One notebook per student: when a student folder holds several, the one named after the
-assignment wins (``vae.ipynb``, then any name containing ``vae``), else the first by name, and
-the choice is noted in the feedback. Student ids are sanitised: letters, digits, ``.``, ``_``
-and ``-`` only, no leading dot, so an id can never climb out of the output folder.
+A folder of a zip or folder that holds files but no notebook is still a student, told that no
+notebook was found.
+
+One notebook per student. When a student has several, the rule is: the notebooks named after
+the assignment (``vae.ipynb``), else those whose name contains it (``vae_final.ipynb``), else
+all of them; among those the newest (modification time; a zip member's stored time), then the
+largest, then the first by path. The feedback names the notebook graded and those ignored.
+
+Student ids are sanitised to safe ASCII: accents are dropped and a few letters transliterated
+(``José`` -> ``Jose``, ``Łukasz`` -> ``Lukasz``); when other characters are lost (``王芳``) a
+short hash of the original name is appended so that different names stay different ids;
+letters, digits, ``.``, ``_`` and ``-`` only, no leading dot, at most 80 characters, never the
+name of a file the grader writes beside the students' folders. Two submissions that still end
+up with one id get ``-2``, ``-3``, ... (and a note).
+
+:func:`inspect_notebook` reads a submitted file before anything runs and returns what is
+wrong with it, in words meant for the student: too large, empty, not UTF-8, not JSON (with
+the line and column), JSON but not a notebook, an nbformat version the grader cannot read, no
+cells, or the notebook of another assignment.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import stat
+import time
+import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_IGNORED_PARTS = {"__MACOSX", ".ipynb_checkpoints"}
-_RESERVED = {"gradebook.csv"}
+_IGNORED_PARTS = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
+#: Files the grader writes in the output folder beside the students' folders.
+_RESERVED = {"gradebook.csv", "grader.log.jsonl"}
+#: Letters NFKD does not decompose into ASCII.
+_TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D",
+                           "ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "þ": "th",
+                           "Þ": "Th", "ð": "d", "Ð": "D", "ı": "i"})
+MAX_ID = 80
+DEFAULT_MAX_MB = 20.0
+#: nbformat major versions the grader reads (3 is converted to 4 by nbformat).
+READABLE_NBFORMAT = (3, 4)
+CELL_TYPES = ("code", "markdown", "raw")
 
 
 @dataclass
@@ -34,13 +74,31 @@ class Submission:
     path: Path
     origin: str                      # what the instructor passed (file, folder or zip member)
     notes: list[str] = field(default_factory=list)  # said to the student in the feedback
+    problem: str | None = None       # why it cannot be graded, when known while collecting
+
+
+@dataclass
+class _Candidate:
+    """A notebook found for a student: on disk (``path``) or left in the zip (too large)."""
+
+    rel: PurePosixPath               # inside the folder or the zip
+    path: Path | None
+    size: int
+    mtime: float
 
 
 def sanitize_id(name: str) -> str:
-    """A student id safe to use as a folder name: no separators, no ``..``, never empty, never
-    the name of a file the grader writes beside the students' folders."""
-    cleaned = _UNSAFE.sub("_", name).strip("._-")
+    """A student id safe to use as a folder name: ASCII letters, digits, ``._-``, no ``..``,
+    never empty, at most MAX_ID characters, never a file the grader writes beside the
+    students' folders. Names that lose characters get a hash of the original appended."""
+    decomposed = unicodedata.normalize("NFKD", name.translate(_TRANSLIT))
+    kept = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    lossy = any(ord(ch) > 127 for ch in kept)
+    cleaned = _UNSAFE.sub("_", kept.encode("ascii", "ignore").decode()).strip("._-")
     cleaned = re.sub(r"\.{2,}", ".", cleaned) or "student"
+    tag = f"{zlib.crc32(name.encode('utf-8', 'surrogatepass')):08x}"
+    if lossy or len(cleaned) > MAX_ID:
+        cleaned = f"{cleaned[:MAX_ID - 9].rstrip('._-') or 'student'}-{tag}"
     return f"student-{cleaned}" if cleaned.lower() in _RESERVED else cleaned
 
 
@@ -48,55 +106,215 @@ def _ignored(rel: PurePosixPath) -> bool:
     return any(part in _IGNORED_PARTS or part.startswith(".") for part in rel.parts)
 
 
-def _pick(notebooks: list[Path], assignment: str) -> tuple[Path, list[str]]:
-    notebooks = sorted(notebooks)
-    if len(notebooks) == 1:
-        return notebooks[0], []
-    exact = [p for p in notebooks if p.stem == assignment]
-    similar = [p for p in notebooks if assignment in p.stem.lower()]
-    chosen = (exact or similar or notebooks)[0]
-    others = ", ".join(p.name for p in notebooks if p != chosen)
-    return chosen, [f"Several notebooks were submitted; graded {chosen.name} (not {others})."]
+def _pick(cands: list[_Candidate], assignment: str) -> tuple[_Candidate, list[str]]:
+    """The notebook to grade among a student's (see the module docstring for the rule)."""
+    cands = sorted(cands, key=lambda c: str(c.rel))
+    if len(cands) == 1:
+        return cands[0], []
+    exact = [c for c in cands if c.rel.stem.lower() == assignment.lower()]
+    similar = [c for c in cands if assignment.lower() in c.rel.stem.lower()]
+    pool = exact or similar or cands
+    chosen = max(pool, key=lambda c: (c.mtime, c.size))  # the first of equals by path
+    why = ("named after the assignment" if exact else
+           f"its name contains {assignment!r}" if similar else "the newest")
+    if (exact or similar) and len(pool) > 1:
+        why += ", and the newest of those"
+    others = ", ".join(c.rel.name if c.rel.name != chosen.rel.name else str(c.rel)
+                       for c in cands if c is not chosen)
+    return chosen, [f"Several notebooks were submitted; graded {chosen.rel.name} ({why}); "
+                    f"ignored {others}. Submit a single notebook to choose it yourself."]
 
 
-def _from_folder(folder: Path, assignment: str, origin: str) -> list[Submission]:
-    groups: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*.ipynb")):
-        rel = PurePosixPath(path.relative_to(folder).as_posix())
-        if _ignored(rel):
-            continue
-        key = rel.parts[0] if len(rel.parts) > 1 else path.stem
-        groups.setdefault(key, []).append(path)
+def _group_key(rel: PurePosixPath) -> str:
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _unwrap(rels: list[PurePosixPath]) -> int:
+    """How many leading folders to look through: a single folder holding the whole export
+    and several students below it."""
+    depth = 0
+    while rels and all(len(r.parts) > depth + 1 for r in rels):
+        if len({r.parts[depth] for r in rels}) != 1:
+            break
+        below = {_group_key(PurePosixPath(*r.parts[depth + 1:])) for r in rels}
+        if len(below) < 2:
+            break
+        depth += 1
+    return depth
+
+
+def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: str,
+              origin: str, root: Path, unwrap: bool, max_bytes: int | None,
+              links: list[PurePosixPath] = ()) -> list[Submission]:
+    """One submission per student from the notebooks, other files and links under ``root``."""
+    depth = _unwrap([c.rel for c in cands] + list(others) + list(links)) if unwrap else 0
+    groups: dict[str, list[_Candidate]] = {}
+    extra: dict[str, list[str]] = {}
+    folders: dict[str, Path] = {}
+    for cand in cands:
+        groups.setdefault(_group_key(PurePosixPath(*cand.rel.parts[depth:])), []).append(cand)
+    for rel, what in [(r, "") for r in others] + [(r, " (a symbolic link, not followed)")
+                                                   for r in links]:
+        inner = PurePosixPath(*rel.parts[depth:])
+        if len(inner.parts) < 2 and not what:
+            continue  # a loose file beside the students' folders is no one's
+        key = _group_key(inner)
+        extra.setdefault(key, []).append(("/".join(inner.parts[1:]) or inner.name) + what)
+        folders.setdefault(key, root.joinpath(*rel.parts[:depth + 1]))
     subs = []
-    for key, paths in groups.items():
-        chosen, notes = _pick(paths, assignment)
-        subs.append(Submission(sanitize_id(key), chosen,
-                               f"{origin}/{chosen.relative_to(folder).as_posix()}", notes))
+    for key in sorted(set(groups) | set(extra)):
+        ignored = sorted(extra.get(key, []))
+        listed = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more"
+                                            if len(ignored) > 10 else "")
+        if key not in groups:
+            subs.append(Submission(
+                sanitize_id(key), folders[key], f"{origin}/{key}", [],
+                f"No notebook (.ipynb file) was found in your submission, only: {listed}. "
+                "Nothing was graded: submit the .ipynb file you worked in (Jupyter: File > "
+                "Download; Colab: File > Download > Download .ipynb)."))
+            continue
+        chosen, notes = _pick(groups[key], assignment)
+        if ignored:
+            notes.append(f"Ignored, not notebooks: {listed}.")
+        sub = Submission(sanitize_id(key), chosen.path or root / chosen.rel.as_posix(),
+                         f"{origin}/{chosen.rel.as_posix()}", notes)
+        if chosen.path is None:
+            sub.problem = too_large_message(chosen.size, max_bytes)
+        subs.append(sub)
     return subs
 
 
-def _safe_extract(archive: Path, dest: Path) -> None:
-    """Unpack ``archive`` into ``dest``, skipping members that would land outside it."""
+def _from_folder(folder: Path, assignment: str, origin: str) -> list[Submission]:
+    """The submissions in ``folder``. Symbolic links are never followed: a link in a student's
+    folder (``unzip`` restores them) could point at any file the grader can read."""
+    cands, others, links = [], [], []
+    for top, dirs, files in os.walk(folder):
+        here = Path(top)
+        for name in sorted(dirs + files):
+            path = here / name
+            rel = PurePosixPath(path.relative_to(folder).as_posix())
+            if _ignored(rel):
+                continue
+            if path.is_symlink():
+                links.append(rel)
+            elif name in files and path.suffix.lower() == ".ipynb" and path.is_file():
+                st = path.stat()
+                cands.append(_Candidate(rel, path, st.st_size, st.st_mtime))
+            elif name in files:
+                others.append(rel)
+        dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
+    return _assemble(cands, others, assignment, origin, folder, unwrap=False, max_bytes=None,
+                     links=links)
+
+
+def member_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's name as its author meant it: names without the UTF-8 flag are cp437 by
+    the standard, but most tools write UTF-8 there anyway."""
+    name = info.filename
+    if not info.flag_bits & 0x800 and not name.isascii():
+        try:
+            name = name.encode("cp437").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return name
+
+
+def safe_member_path(name: str) -> PurePosixPath | None:
+    """The relative path a zip member may be written to, or None when it would leave the
+    unpack folder (absolute, a drive letter, ``..``) or is not a usable name."""
+    name = name.replace("\\", "/")
+    if "\x00" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    return PurePosixPath(*parts)
+
+
+def _is_link(info: zipfile.ZipInfo) -> bool:
+    return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _unpack(archive: Path, dest: Path, assignment: str, origin: str, max_bytes: int | None,
+            warnings: list[str]) -> list[Submission]:
+    """Unpack the notebooks of ``archive`` into ``dest`` (nothing ever outside it) and read
+    them like a folder."""
+    dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
-    with zipfile.ZipFile(archive) as zf:
+    found: dict[PurePosixPath, _Candidate] = {}  # a name stored twice: the later one wins
+    others, links = [], []
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FileNotFoundError(f"{archive}: not a readable zip file ({exc})") from None
+    with zf:
         for info in zf.infolist():
-            rel = PurePosixPath(info.filename.replace("\\", "/"))
-            if info.is_dir() or rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            name = member_name(info)
+            rel = safe_member_path(name)
+            if rel is None:
+                warnings.append(f"{archive.name}: skipped member {name!r}: its path leaves "
+                                "the archive")
                 continue
-            target = (dest / Path(*rel.parts)).resolve()
-            if not target.is_relative_to(dest):
+            if info.is_dir() or _ignored(rel):
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                out.write(src.read())
+            if _is_link(info):
+                links.append(rel)
+                continue
+            if rel.suffix.lower() != ".ipynb":
+                others.append(rel)
+                continue
+            try:
+                mtime = time.mktime((*info.date_time, 0, 0, -1))
+            except (OverflowError, ValueError):
+                mtime = 0.0
+            if max_bytes is not None and info.file_size > max_bytes:
+                found[rel] = _Candidate(rel, None, info.file_size, mtime)
+                continue
+            target = dest.joinpath(*rel.parts)
+            try:
+                if not target.resolve().is_relative_to(dest):
+                    raise OSError("outside the unpack folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                size = _copy_member(zf, info, target, max_bytes)
+            except (OSError, zipfile.BadZipFile, zlib.error, RuntimeError, EOFError) as exc:
+                warnings.append(f"{archive.name}: skipped member {name!r}: {exc}")
+                if target.is_file() and not target.is_symlink():
+                    target.unlink()
+                continue
+            if size is None:  # grew past the limit while unpacking
+                target.unlink(missing_ok=True)
+                found[rel] = _Candidate(rel, None, max(info.file_size, max_bytes + 1), mtime)
+                continue
+            os.utime(target, (mtime, mtime))
+            found[rel] = _Candidate(rel, target, size, mtime)
+    return _assemble(list(found.values()), others, assignment, origin, dest, unwrap=True,
+                     max_bytes=max_bytes, links=links)
 
 
-def collect(paths: list[str | Path], assignment: str, unpack_dir: Path) -> list[Submission]:
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
+                 max_bytes: int | None) -> int | None:
+    """Copy one member (never following or creating links); None when over ``max_bytes``."""
+    size = 0
+    with zf.open(info) as src, open(target, "wb") as out:
+        while chunk := src.read(1 << 20):
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                return None
+            out.write(chunk)
+    return size
+
+
+def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
+            max_bytes: int | None = None, warnings: list[str] | None = None) -> list[Submission]:
     """All submissions named by ``paths``, one per student, sorted by student id.
 
-    Zip files are unpacked under ``unpack_dir``. Two submissions that sanitise to the same id
-    get ``-2``, ``-3``, ... suffixes (and a note), so nobody's results overwrite another's.
+    Zip files are unpacked under ``unpack_dir``; zip notebooks over ``max_bytes`` stay packed
+    and their submission carries a ``problem``. What the instructor should know (members
+    skipped because their path leaves the archive) is appended to ``warnings``. Two
+    submissions that sanitise to the same id get ``-2``, ``-3``, ... suffixes (and a note), so
+    nobody's results overwrite another's.
     """
+    warnings = [] if warnings is None else warnings
     subs: list[Submission] = []
     for n, raw in enumerate(paths):
         path = Path(raw)
@@ -104,8 +322,7 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path) -> list[
             subs += _from_folder(path, assignment, str(path))
         elif path.suffix.lower() == ".zip" and path.is_file():
             dest = unpack_dir / f"zip{n}-{sanitize_id(path.stem)}"
-            _safe_extract(path, dest)
-            subs += _from_folder(dest, assignment, str(path))
+            subs += _unpack(path, dest, assignment, str(path), max_bytes, warnings)
         elif path.suffix.lower() == ".ipynb" and path.is_file():
             subs.append(Submission(sanitize_id(path.stem), path, str(path)))
         else:
@@ -123,3 +340,195 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path) -> list[
             sub.student = name
         taken.add(name)
     return sorted(subs, key=lambda s: s.student)
+
+
+# --- what is wrong with a file ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Expected:
+    """What the submitted notebooks of one assignment should contain, and what the other
+    assignments' notebooks contain (to recognise a notebook submitted for the wrong one)."""
+
+    assignment: str
+    ids: frozenset[str]              # ids of the graded and written cells of the source
+    items: frozenset[str]            # their items
+    others: dict[str, frozenset[str]] = field(default_factory=dict)  # name -> ids and items
+
+    @classmethod
+    def from_source(cls, source, assignment: str, source_dir: str | Path | None = None,
+                    ) -> Expected:
+        ids, items = _graded_keys(source.get("cells", []))
+        others: dict[str, frozenset[str]] = {}
+        if source_dir is not None:
+            for path in sorted(Path(source_dir).glob("*.ipynb")):
+                if path.stem == assignment:
+                    continue
+                try:
+                    o_ids, o_items = _graded_keys(json.loads(path.read_text("utf-8"))["cells"])
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    continue
+                others[path.stem] = frozenset(o_ids | o_items)
+        return cls(assignment, frozenset(ids), frozenset(items), others)
+
+
+def _graded_keys(cells) -> tuple[set[str], set[str]]:
+    ids, items = set(), set()
+    for cell in cells if isinstance(cells, list) else []:
+        meta = cell.get("metadata", {}).get("dgm", {}) if isinstance(cell, dict) else {}
+        if isinstance(meta, dict) and meta.get("role") in ("graded", "written"):
+            if isinstance(cell.get("id"), str):
+                ids.add(cell["id"])
+            if isinstance(meta.get("item"), str):
+                items.add(meta["item"])
+    return ids, items
+
+
+@dataclass
+class Inspection:
+    """What :func:`inspect_notebook` found: a problem that stops grading, and notes."""
+
+    problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def too_large_message(size: int, max_bytes: int | None) -> str:
+    return (f"Your notebook is too large: {_mb(size)}, over the grader's limit of "
+            f"{_mb(max_bytes or 0)}, so it was not graded. Outputs (images, long printouts) "
+            "are usually what makes a notebook big: clear them (Jupyter: Edit > Clear Outputs "
+            "of All Cells; Colab: Edit > Clear all outputs), save, and submit it again.")
+
+
+UNREADABLE = "Your notebook could not be read: "
+RESUBMIT = (" Nothing was graded. Open your notebook in Jupyter (or Colab), check that your "
+            "work is there, save it, and submit the .ipynb file again (Jupyter: File > "
+            "Download; Colab: File > Download > Download .ipynb).")
+_SIGNATURES = [(b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive (a zipped "
+               "notebook, or a Word or other Office file?)"),
+               (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image")]
+
+
+def inspect_notebook(path: str | Path, expected: Expected | None = None,
+                     max_bytes: int | None = None) -> Inspection:
+    """What is wrong with the submitted file ``path``, in words for the student (``problem``
+    is None when it can be graded). Reads at most ``max_bytes`` bytes."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            return Inspection(too_large_message(size, max_bytes))
+        data = path.read_bytes()
+    except OSError as exc:
+        return Inspection(f"{UNREADABLE}the file could not be opened ({exc.strerror}).{RESUBMIT}")
+    if not data.strip():
+        return Inspection(f"{UNREADABLE}the file is empty ({len(data)} bytes): was it saved "
+                          f"before it was uploaded?{RESUBMIT}")
+    for magic, what in _SIGNATURES:
+        if data.startswith(magic):
+            return Inspection(f"{UNREADABLE}the file is {what}, not a notebook.{RESUBMIT}")
+    if data.startswith(b"\xef\xbb\xbf"):
+        return Inspection(f"{UNREADABLE}the file starts with a byte-order mark, which some "
+                          "text editors (e.g. Notepad) add and Jupyter cannot read: do not "
+                          f"edit the notebook in a text editor.{RESUBMIT}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Inspection(f"{UNREADABLE}the file is not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                          f"at position {exc.start}), so it is not a notebook Jupyter saved; it "
+                          f"may be another kind of file renamed .ipynb.{RESUBMIT}")
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError as exc:
+        start = text.lstrip()[:15].lower()
+        hint = (" It is a web page (saved from the browser?), not the notebook file."
+                if start.startswith(("<!doctype", "<html")) else
+                " The file is damaged or was edited as text.")
+        return Inspection(f"{UNREADABLE}it is not valid JSON (line {exc.lineno}, column "
+                          f"{exc.colno}: {exc.msg}), and every notebook file is JSON.{hint}"
+                          f"{RESUBMIT}")
+    if not isinstance(nb, dict):
+        return Inspection(f"{UNREADABLE}it is JSON but not a notebook: it holds a "
+                          f"{type(nb).__name__}, not an object with \"cells\", \"metadata\" and "
+                          f"\"nbformat\".{RESUBMIT}")
+    if not {"cells", "worksheets", "nbformat"} & set(nb):
+        keys = ", ".join(list(nb)[:5]) or "none"
+        return Inspection(f"{UNREADABLE}it is JSON but not a notebook: it has no \"cells\" "
+                          f"(its keys: {keys}).{RESUBMIT}")
+    version = nb.get("nbformat")
+    if version is None:
+        return Inspection(f"{UNREADABLE}it has no \"nbformat\" version number, so the grader "
+                          f"cannot tell how to read it (Jupyter always writes one).{RESUBMIT}")
+    if version not in READABLE_NBFORMAT or isinstance(version, bool):
+        return Inspection(f"{UNREADABLE}it is in nbformat {version!r}, a version the grader "
+                          "cannot read: it reads nbformat 4 (what current Jupyter, JupyterLab, "
+                          f"Colab and VS Code write) and converts nbformat 3.{RESUBMIT}")
+    notes = []
+    if version == 3:
+        notes.append("Your notebook was saved in the old nbformat 3 format; the grader "
+                     "converted it to nbformat 4. Save it with a current Jupyter next time.")
+        cells = [c for ws in nb.get("worksheets") or [] if isinstance(ws, dict)
+                 for c in ws.get("cells", [])]
+        if not isinstance(nb.get("worksheets"), list):
+            return Inspection(f"{UNREADABLE}it says nbformat 3 but has no \"worksheets\" "
+                              f"list.{RESUBMIT}")
+    else:
+        cells = nb.get("cells")
+        if not isinstance(cells, list):
+            return Inspection(f"{UNREADABLE}its \"cells\" is not a list of cells (it is "
+                              f"{type(cells).__name__}).{RESUBMIT}")
+        for n, cell in enumerate(cells, start=1):
+            if not isinstance(cell, dict) or cell.get("cell_type") not in CELL_TYPES or not \
+                    isinstance(cell.get("source", ""), (str, list)):
+                return Inspection(f"{UNREADABLE}cell {n} is not a notebook cell (a cell has a "
+                                  "\"cell_type\" of code, markdown or raw and a \"source\"); "
+                                  f"was the file edited as text?{RESUBMIT}")
+    if not cells:
+        return Inspection("Your notebook has no cells: it is empty (what a new notebook looks "
+                          "like), so there was nothing to grade. Check that you submitted the "
+                          f"file you worked in.{RESUBMIT}")
+    if expected is not None:
+        wrong = _other_assignment(nb, cells, expected)
+        if wrong:
+            return Inspection(wrong)
+    try:  # what the grader itself will do with it
+        from autograder.notebook_format import read_notebook
+
+        read_notebook(path)
+    except Exception as exc:  # noqa: BLE001 - anything nbformat rejects is the student's
+        text = " ".join(str(exc).split())[:200]
+        return Inspection(f"{UNREADABLE}{type(exc).__name__}: {text}.{RESUBMIT}")
+    return Inspection(None, notes)
+
+
+def _other_assignment(nb: dict, cells: list, expected: Expected) -> str | None:
+    """A message when none of the assignment's graded cells is there and the notebook is
+    recognisably another assignment's (its metadata, or another source's graded cells)."""
+    ids = {c.get("id") for c in cells if isinstance(c, dict)}
+    items = set()
+    for cell in cells:
+        meta = cell.get("metadata", {}).get("dgm", {}) if isinstance(cell, dict) else {}
+        if isinstance(meta, dict) and isinstance(meta.get("item"), str):
+            items.add(meta["item"])
+    if ids & expected.ids or items & expected.items:
+        return None
+    meta = nb.get("metadata", {}).get("dgm", {}) if isinstance(nb.get("metadata"), dict) else {}
+    other, why = None, ""
+    if isinstance(meta, dict):
+        named = meta.get("assignment") or PurePosixPath(str(meta.get("generated_from", ""))).stem
+        if isinstance(named, str) and named and named != expected.assignment:
+            other, why = named, f"its metadata names the {named} assignment"
+    if other is None:
+        overlap = {name: len(keys & (ids | items)) for name, keys in expected.others.items()}
+        best = max(overlap, key=overlap.get, default=None)
+        if best is not None and overlap[best]:
+            other, why = best, f"it has {overlap[best]} of the {best} notebook's graded cells"
+    if other is None:
+        return None
+    wanted = ", ".join(f"`{i}`" for i in sorted(expected.ids)[:4])
+    return (f"This looks like the {other} notebook, not the {expected.assignment} one: it has "
+            f"none of the {expected.assignment} notebook's graded cells ({wanted}, ...) and "
+            f"{why}. Nothing was graded: submit your {expected.assignment} notebook "
+            f"({expected.assignment}.ipynb) instead.")

@@ -118,7 +118,7 @@ def run(profile: str, names: list[str], only: list[str] | None, jobs: int,
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
                 grade.main(["--assignment", name, str(subs), "--out", str(out), "--profile",
-                            profile, "--jobs", str(jobs), "--no-progress"])
+                            profile, "--jobs", str(jobs), "--no-progress", "--regrade"])
             wall = time.perf_counter() - start
             for student in ["reference", *keys]:
                 data = json.loads((out / student / "results.json").read_text())
