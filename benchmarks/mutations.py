@@ -71,6 +71,18 @@ MUTANTS: dict[str, Mutant] = {
     "con-triplet-margin-sign": Mutant(
         "contrastive", "con-triplet", "con-triplet", "F.relu(d_pos - d_neg + margin)",
         "F.relu(d_pos - d_neg - margin)", "triplet margin with its sign flipped"),
+    "con-ntxent-self-in-denominator": Mutant(
+        "contrastive", "con-ntxent", "con-ntxent",
+        'sim = sim.masked_fill(torch.eye(2 * N, dtype=torch.bool, device=z.device), float("-inf"))',
+        "sim = sim", "k = i left in the NT-Xent denominator"),
+    "con-augment-no-flip": Mutant(
+        "contrastive", "con-augment", "con-augment",
+        "out = torch.where(flip.view(B, 1, 1, 1), out.flip(-1), out)", "out = out",
+        "horizontal flip forgotten"),
+    "con-probe-train-accuracy": Mutant(
+        "contrastive", "con-probe", "con-probe",
+        "accuracy = (probe(b).argmax(1) == y_test)", "accuracy = (probe(a).argmax(1) == y_train)",
+        "probe scored on its own training set"),
 }
 
 
