@@ -22,9 +22,10 @@ A SUBMISSION is a notebook, a folder of notebooks or an LMS zip export
    ``DIR/gradebook.csv`` (:mod:`autograder.report`), and ``DIR/grader.log.jsonl``, the run
    log; a rerun on the same DIR skips students already graded (:mod:`autograder.state`).
 
-Students are graded ``--jobs`` at a time, each in its own pytest subprocess and kernel;
-threads are shared out between jobs, and with ``--device cuda`` on a machine with several
-GPUs each job gets one GPU of its own.
+Students are graded ``--jobs`` at a time, each in its own pytest subprocess and sandboxed
+kernel; threads are shared out between jobs. With ``--device cuda`` each submission gets a
+GPU of its own for its whole run (``CUDA_VISIBLE_DEVICES``): never two on one GPU, so jobs
+beyond the number of GPUs wait for a free one.
 """
 
 from __future__ import annotations
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus = None
     if args.resolved_device == "cuda":
         ids = _gpu_ids()
-        if len(ids) > 1:
+        if ids:  # one submission per GPU at a time: jobs beyond the GPUs wait for a free one
             gpus = Queue()
             for g in ids:
                 gpus.put(g)

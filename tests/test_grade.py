@@ -299,3 +299,35 @@ def test_duplicate_student_ids_never_take_an_existing_students_id(tmp_path):
     assert len(set(ids)) == 3 and "alice" in ids and "alice-2" in ids
     real = next(s for s in subs if s.path.parent.name == "c")
     assert real.student == "alice-2"
+
+
+def test_a_gpu_is_never_shared_by_two_submissions_at_once(tmp_path, monkeypatch):
+    """With one GPU and two jobs, the second submission waits for the first to give it back."""
+    import threading
+    import time
+
+    monkeypatch.setattr(grade, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(grade, "_gpu_ids", lambda: ["0"])
+    spans, lock, real = [], threading.Lock(), grade.run_until_done
+
+    def recorded(nb, workdir, args, env, *rest, **kw):
+        start = time.monotonic()
+        try:
+            return real(nb, workdir, args, env, *rest, **kw)
+        finally:
+            with lock:
+                spans.append((start, time.monotonic(), env.get("CUDA_VISIBLE_DEVICES")))
+
+    monkeypatch.setattr(grade, "run_until_done", recorded)
+    subs = []
+    for name in ("first", "second"):
+        shutil.copy(STUDENTS / "correct.ipynb", tmp_path / f"{name}.ipynb")
+        subs.append(tmp_path / f"{name}.ipynb")
+    out = tmp_path / "out"
+    assert grade.main(["--assignment", "toy", "--source", str(SOURCE), *map(str, subs),
+                       "--out", str(out), "--jobs", "2", "--device", "cuda", "--profile",
+                       "smoke", "--timeout", str(CELL_TIMEOUT), "--no-progress"]) == 0
+    (s1, e1, gpu1), (s2, e2, gpu2) = sorted(spans)
+    assert gpu1 == gpu2 == "0"
+    assert s2 >= e1, "two submissions ran on the one GPU at the same time"
+    assert all(_scores(out, s) == FULL for s in ("first", "second"))
