@@ -95,18 +95,64 @@ def headline_section(lines: list[str]) -> None:
 
 
 def grading_section(lines: list[str]) -> None:
-    data = load("grading_smoke")
-    if not data:
-        return
-    lines += ["### Grading one submission", "", machine_line(data), "",
-              "| assignment | submission | score | wall (s) | notebook cells (s) | hidden checks (s) | grader overhead (s) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for profile, assignments in data["profiles"].items():
-        for name, runs in assignments.items():
-            for kind, r in runs.items():
-                lines.append(f"| {name} ({profile}) | {kind} | {fmt(r['score'], 0)}/{fmt(r['max_score'], 0)} | "
-                             f"{fmt(r['wall_s'])} | {fmt(r['cells_s'])} | {fmt(r['checks_s'])} | {fmt(r['overhead_s'])} |")
-    lines.append("")
+    for tag in ("smoke", "cpu", "smoke_cpu"):
+        data = load(f"grading_{tag}")
+        if not data:
+            continue
+        lines += [f"### Grading one submission ({tag.replace('_', ' and ')})", "", machine_line(data),
+                  f" Load average at the end: {', '.join(fmt(v, 1) for v in data.get('load_average_at_end', []))}.", "",
+                  "| assignment | submission | score | wall (s) | notebook cells (s) | hidden checks (s) | grader overhead (s) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        batches = []
+        for profile, assignments in data["profiles"].items():
+            for name, runs in assignments.items():
+                if not isinstance(runs, dict):
+                    continue
+                for kind, r in runs.items():
+                    if kind.startswith("batch"):
+                        batches.append((profile, name, kind, r))
+                    elif isinstance(r, dict) and "score" in r:
+                        lines.append(f"| {name} ({profile}) | {kind} | {fmt(r['score'], 0)}/{fmt(r['max_score'], 0)} | "
+                                     f"{fmt(r['wall_s'])} | {fmt(r['cells_s'])} | {fmt(r['checks_s'])} | {fmt(r['overhead_s'])} |")
+                if "speedup_jobs2" in runs:
+                    batches.append((profile, name, "speedup with --jobs 2", runs["speedup_jobs2"]))
+        lines.append("")
+        if batches:
+            lines += ["| batch | assignment | run | wall (s) | submissions per minute |", "| --- | --- | --- | --- | --- |"]
+            for profile, name, kind, r in batches:
+                if isinstance(r, dict):
+                    lines.append(f"| {profile} | {name} | {kind} | {fmt(r['wall_s'])} | {fmt(r['submissions_per_minute'], 2)} |")
+                else:
+                    lines.append(f"| {profile} | {name} | {kind} | {fmt(r, 2)}x | |")
+            lines.append("")
+    scale = load("grading_scale")
+    if scale:
+        lines += ["### Grading at scale: good, broken and hostile submissions in one batch", "", machine_line(scale), "",
+                  "| jobs | submissions | wall (s) | per submission (s) | per minute | per core per minute | peak memory (MiB) | scores as expected |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in scale["runs"]:
+            lines.append(f"| {r['jobs']} | {r['submissions']} | {fmt(r['wall_s'])} | {fmt(r['per_submission_s'], 2)} | "
+                         f"{fmt(r['throughput_per_min'])} | {fmt(r['throughput_per_core_per_min'])} | {r['peak_memory_mb']} | "
+                         f"{r['scores_as_expected']}/{r['submissions']} |")
+        lines.append("")
+    mut = load("mutations_smoke")
+    if mut:
+        lines += ["### Typical mistakes graded by the real grader (smoke)", "", machine_line(mut), "",
+                  "| assignment | submission | items that lost points | expected | ok |", "| --- | --- | --- | --- | --- |"]
+        for r in mut["rows"]:
+            if "submission" in r:
+                lines.append(f"| {r['assignment']} | {r['submission']}{' (' + r['mistake'] + ')' if r.get('mistake') else ''} | "
+                             f"{', '.join(r['lost']) or '-'} | {', '.join(r['expected']) or '-'} | {fmt(r['ok'])} |")
+        lines.append("")
+    for profile in ("smoke", "cpu", "full"):
+        sol = load(f"solutions_{profile}")
+        if sol:
+            lines += [f"### Reference solutions under nbval, {profile} profile", "", machine_line(sol), "",
+                      "| assignment | wall (s) | all cells pass | within target |", "| --- | --- | --- | --- |"]
+            for r in sol["runs"]:
+                lines.append(f"| {r['assignment']} | {fmt(r['wall_s'])} | {fmt(r['passed'])} | "
+                             f"{fmt(r['within_target'])} (under {r['target_s']} s) |")
+            lines.append("")
 
 
 def site_section(lines: list[str]) -> None:

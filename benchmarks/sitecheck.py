@@ -5,7 +5,9 @@
 Serves HTML_DIR (default _build/smoke/_build/html) on 127.0.0.1, aborts every request to any
 other host (and counts it), opens every page and checks: no console errors, mathematics typeset
 by the site's own MathJax (no raw TeX left), every image loaded, the exercise/solution dropdowns
-open, and the search page finds a chapter by a word in it. Internal links and anchors are checked
+open, every animation player (matplotlib's JavaScript slider player) shows a new frame when its
+"next frame" button is clicked and another when its slider is moved, and the search page finds a
+chapter by a word in it. Internal links and anchors are checked
 from the HTML files. Screenshots of the home page and one page per chapter go to
 HTML_DIR/../screenshots. Writes benchmarks/results/site_check.json.
 
@@ -50,8 +52,11 @@ class SiteReport:
     broken_images: list[str] = field(default_factory=list)
     broken_links: list[str] = field(default_factory=list)
     dropdown_failures: list[str] = field(default_factory=list)
+    player_failures: list[str] = field(default_factory=list)
     search_ok: bool = False
     dropdowns_opened: int = 0
+    players: dict[str, int] = field(default_factory=dict)  # page -> players on it
+    players_responding: int = 0
     screenshots: list[str] = field(default_factory=list)
     seconds: float = 0.0
     site_bytes: int = 0
@@ -62,6 +67,7 @@ class SiteReport:
             "console_errors": self.console_errors, "external_requests": self.external_requests,
             "untypeset_math": self.untypeset_math, "broken_images": self.broken_images,
             "broken_links": self.broken_links, "dropdown_failures": self.dropdown_failures,
+            "player_failures": self.player_failures,
         }.items() if v}
         if not self.search_ok:
             found["search"] = ["the search page did not find the probability chapter for 'Jensen'"]
@@ -103,6 +109,34 @@ def check_links(html_dir: Path, pages: list[Path]) -> list[str]:
             elif anchor and path.suffix == ".html" and unquote(anchor) not in ids_of(path):
                 broken.append(f"{rel}: {href} (no anchor #{anchor})")
     return broken
+
+
+# A player is matplotlib's to_jshtml output: <div class="animation"> holding the frame <img>, a
+# range <input> and buttons; its script sets the img's src to a data: URL once the page is parsed.
+PLAYERS_READY = """() => Array.from(document.querySelectorAll('div.animation img')).every(
+    i => (i.getAttribute('src') || '').startsWith('data:') && i.complete && i.naturalWidth > 0)"""
+SET_SLIDER = """(e, v) => { e.value = v; e.dispatchEvent(new Event('input', {bubbles: true})); }"""
+
+
+def check_player(player, label: str) -> str | None:
+    """Click the player's "next frame" button, then move its slider to the last frame; each must
+    change the frame shown. Returns what went wrong, or None."""
+    img, slider = player.locator("img").first, player.locator("input[type=range]").first
+    last = int(slider.get_attribute("max") or 0)
+    if last < 2:
+        return f"{label}: {last + 1} frame(s); a player needs at least 3"
+    first_src = img.get_attribute("src")
+    button = player.locator("button[title='Next frame']").first
+    button.scroll_into_view_if_needed()
+    button.click(timeout=5_000)
+    next_src = img.get_attribute("src")
+    if next_src == first_src or slider.input_value() != "1":
+        return f"{label}: the next-frame button did not change the frame"
+    slider.evaluate(SET_SLIDER, str(last))
+    last_src = img.get_attribute("src")
+    if last_src in (first_src, next_src):
+        return f"{label}: moving the slider to frame {last} did not change the frame"
+    return None
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -160,6 +194,12 @@ def check_site(html_dir: Path, screenshot_dir: Path | None = None) -> SiteReport
                         "() => Array.from(document.querySelectorAll('.math'))"
                         ".filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60))")
                     report.untypeset_math += [f"{rel}: {t}" for t in raw]
+                players = page.locator("div.animation")
+                if players.count():
+                    try:  # the players' scripts fill in their first frame just after parsing
+                        page.wait_for_function(PLAYERS_READY, timeout=10_000)
+                    except Exception:
+                        report.player_failures.append(f"{rel}: a player never showed its first frame")
                 broken = page.evaluate(
                     "() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
                     ".map(i => i.getAttribute('src'))")
@@ -182,6 +222,17 @@ def check_site(html_dir: Path, screenshot_dir: Path | None = None) -> SiteReport
                     if not after > before >= 0:  # opening a dropdown reveals its hidden text
                         report.dropdown_failures.append(f"{rel}: dropdown {target_id} did not open")
                 report.dropdowns_opened += toggles.count() - sum(rel in f for f in report.dropdown_failures)
+                if players.count():
+                    report.players[rel] = players.count()
+                for k in range(players.count()):
+                    try:
+                        failure = check_player(players.nth(k), f"{rel}: player {k + 1}")
+                    except Exception as exc:  # e.g. a button that cannot be clicked
+                        failure = f"{rel}: player {k + 1}: {type(exc).__name__}: {str(exc)[:200]}"
+                    if failure:
+                        report.player_failures.append(failure)
+                    else:
+                        report.players_responding += 1
 
             current["url"] = "search.html"
             page.goto(urljoin(base, "search.html?q=Jensen"), wait_until="load")
@@ -212,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         "untypeset_math": len(report.untypeset_math),
         "broken_images": len(report.broken_images),
         "dropdowns_opened": report.dropdowns_opened,
+        "players_checked": sum(report.players.values()),
+        "players_responding": report.players_responding,
+        "players_per_page": report.players,
         "search_finds_chapter": report.search_ok,
         "browser_check_seconds": round(report.seconds, 1),
         "site_megabytes": round(report.site_bytes / 2**20, 1),
