@@ -93,7 +93,11 @@ class _Observations(dict):
             "early in your kernel, or your code replaced what it sends")
 
 
-def run_verdict(parts: CheckParts, payloads: list) -> Verdict:
+#: Seconds a verdict may take (it normally takes well under one).
+VERDICT_TIMEOUT = 120.0
+
+
+def run_verdict(parts: CheckParts, payloads: list, timeout: float = VERDICT_TIMEOUT) -> Verdict:
     """Decide one check from the payloads its student section published."""
     try:
         obs = _Observations(decode(payloads))
@@ -107,19 +111,40 @@ def run_verdict(parts: CheckParts, payloads: list) -> Verdict:
     def partial(fraction: float, message: str = "") -> None:
         credit.append((min(max(float(fraction), 0.0), 1.0), str(message)))
 
+    global _LOCK
     namespace = {"__name__": "__dgm_verdict__"}
-    with _LOCK:
+    outcome: list[Verdict] = []
+    lock = _LOCK
+
+    def decide() -> None:
         try:
             exec(compile(parts.setup, "<hidden check setup>", "exec"), namespace)
             namespace.update(obs=obs, partial=partial)  # after the setup's own imports
             exec(compile(parts.verdict, "<hidden check verdict>", "exec"), namespace)
         except AssertionError as exc:
-            return Verdict("failed", str(exc), 0.0)
+            outcome.append(Verdict("failed", str(exc), 0.0))
         except ObservationError as exc:
-            return Verdict("error", str(exc), 0.0)
+            outcome.append(Verdict("error", str(exc), 0.0))
         except Exception as exc:  # noqa: BLE001 - malformed measurements break a verdict
-            return Verdict("error", f"the check could not use what your code returned "
-                           f"({type(exc).__name__}: {str(exc)[:200]})", 0.0)
+            outcome.append(Verdict("error", f"the check could not use what your code returned "
+                                   f"({type(exc).__name__}: {str(exc)[:200]})", 0.0))
+        finally:
+            lock.release()
+
+    # The verdict is the course's code, but it works on the student's values: a pathological
+    # value (an enormous SymPy expression, say) must cost this check, not stop the batch.
+    if not lock.acquire(timeout=2 * timeout):
+        return Verdict("error", "the grader was too busy to judge this check; ask your "
+                       "instructor to grade it again", 0.0)
+    worker = threading.Thread(target=decide, daemon=True, name="dgm-verdict")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():  # abandon it (a thread cannot be killed) with the lock it holds
+        _LOCK = threading.Lock()
+        return Verdict("error", f"judging what your code returned took longer than {timeout:g} "
+                       "s", 0.0)
+    if outcome:
+        return outcome[0]
     if credit:
         fraction, message = credit[-1]
         return Verdict("passed", message, fraction)

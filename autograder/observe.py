@@ -85,18 +85,19 @@ def encode(values: dict) -> dict:
 
 
 def observe(**values) -> dict:
-    """Send named measurements to the grader; return them (call it in a hidden check's student
-    section as ``obs = observe(...)``, so that the whole cell also runs top to bottom outside
-    the grader, where the verdict section then reads ``obs`` directly)."""
+    """Send named measurements to the grader; return them as the grader will decode them (call
+    it in a hidden check's student section as ``obs = observe(...)``, so that the whole cell
+    also runs top to bottom outside the grader, and its verdict sees the same values there:
+    CPU tensors without gradients, lists for tuples)."""
     payload = encode(values)
     try:
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:  # plain Python: nothing to send to
-        return dict(values)
-    if get_ipython() is not None:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
         display({MIME: payload, "text/plain": "[measurements sent to the grader]"}, raw=True)
-    return dict(values)
+    return decode([payload])  # exactly what the grader's verdict will see
 
 
 def partial(fraction: float, message: str = "") -> None:

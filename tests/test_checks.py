@@ -114,3 +114,12 @@ def test_partial_credit_from_a_verdict():
                         "partial(obs['k'] / 4, 'two of four')\n")
     verdict = run_verdict(parts, _payload(k=2))
     assert (verdict.status, verdict.fraction, verdict.message) == ("passed", 0.5, "two of four")
+
+
+def test_a_verdict_that_never_ends_costs_its_check_only():
+    parts = split_check("from autograder.observe import observe\n# --- student ---\n"
+                        "obs = observe(n=1)\n# --- verdict ---\nwhile obs['n']:\n    pass\n")
+    slow = run_verdict(parts, _payload(n=1), timeout=0.5)
+    assert slow.status == "error" and "took longer" in slow.message
+    fast = run_verdict(split_check(CHECK), _payload(y=torch.arange(4.0) * 2), timeout=5)
+    assert fast.status == "passed"  # the next check is judged as usual
