@@ -440,6 +440,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     args.source = str(args.source)
     os.environ["DGM_PROFILE"] = args.profile  # verdicts re-run the checks' setup here
+    if any("dgm.evaluate" in source_text(c) for c in source.cells
+           if cell_meta(c).get("role") == "hidden"):
+        # Verdicts judge samples with the evaluation classifier: load the grader's copy now,
+        # before any student kernel could write a forged one into the cache.
+        from dgm.evaluate import get_classifier
+
+        for profile in sorted({args.profile, "smoke"}):  # checks may pin the smoke classifier
+            get_classifier(profile=profile)
     if args.timeout is None:
         args.timeout = CELL_TIMEOUT[args.profile]
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)

@@ -163,6 +163,11 @@ def _train(train: TensorDataset, settings: ClassifierSettings, device: torch.dev
     return clf
 
 
+#: Classifiers this process has loaded or trained, by cache path and device. The grader loads
+#: its copy before any student kernel runs, so a cache file written later cannot change it.
+_LOADED: dict[tuple[str, str], "Classifier"] = {}
+
+
 def get_classifier(
     dataset_name: DatasetName = "fashion_mnist",
     profile: str | None = None,
@@ -184,6 +189,9 @@ def get_classifier(
     key = cache_key(dataset_name, len(train), settings, _data_fingerprint(train))
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = folder / f"classifier-{dataset_name}-{key}.pt"
+    loaded = _LOADED.get((str(path), str(device)))
+    if loaded is not None:  # this process's own copy: never re-read from disk
+        return loaded
 
     clf = _new_classifier(settings)
     if path.exists():
@@ -192,7 +200,9 @@ def get_classifier(
             if payload.get("key") != key:
                 raise ValueError(f"it was saved for key {payload.get('key')!r}, not {key!r}")
             clf.load_state_dict(payload["state_dict"])
-            return clf.to(device).eval()
+            clf = clf.to(device).eval()
+            _LOADED[(str(path), str(device))] = clf
+            return clf
         except Exception as exc:  # truncated, corrupt or foreign file: train again
             warnings.warn(f"could not load the cached classifier {path} ({type(exc).__name__}: "
                           f"{exc}); training a new one", RuntimeWarning, stacklevel=2)
@@ -204,6 +214,7 @@ def get_classifier(
     torch.save({"key": key, "state_dict": {k: v.cpu() for k, v in clf.state_dict().items()},
                 "train_seconds": seconds}, tmp)
     tmp.replace(path)
+    _LOADED[(str(path), str(device))] = clf
     return clf
 
 

@@ -225,3 +225,18 @@ def test_default_cache_dir_follows_dgm_cache(monkeypatch, tmp_path):
     assert ev.default_cache_dir() == tmp_path
     monkeypatch.delenv("DGM_CACHE")
     assert ev.default_cache_dir() == Path.home() / ".cache" / "dgm-course" / "models"
+
+
+def test_a_loaded_classifier_is_kept_in_memory_and_not_reread(tmp_path, monkeypatch):
+    """The grader loads its classifier before student code runs: a file written later is ignored."""
+    from dgm import evaluate
+
+    monkeypatch.setattr(evaluate, "_LOADED", {})
+    first = evaluate.get_classifier(profile="smoke", device="cpu", cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("classifier-*.pt")
+    cached.write_bytes(b"forged")
+    again = evaluate.get_classifier(profile="smoke", device="cpu", cache_dir=tmp_path)
+    assert again is first
+    monkeypatch.setattr(evaluate, "_LOADED", {})  # a fresh process would notice the bad file
+    with pytest.warns(RuntimeWarning, match="could not load the cached classifier"):
+        evaluate.get_classifier(profile="smoke", device="cpu", cache_dir=tmp_path)
