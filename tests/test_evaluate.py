@@ -182,19 +182,23 @@ def test_evaluate_samples_rejects_wrong_shape_or_range_with_value_error(bad, cac
 
 # ----------------------------------------------------------------------------- the cache
 
-def test_cache_hit_does_not_retrain(tmp_path):
+def test_cache_hit_does_not_retrain(tmp_path, monkeypatch):
+    monkeypatch.setattr(ev, "_LOADED", {})
     ev.get_classifier(cache_dir=tmp_path, device="cpu", settings=TINY)
     (path,) = tmp_path.glob("classifier-fashion_mnist-*.pt")
     runs, mtime = ev.TRAINING_RUNS, path.stat().st_mtime_ns
+    ev._LOADED.clear()  # as a new process: read from the disk cache
     ev.get_classifier(cache_dir=tmp_path, device="cpu", settings=TINY)
     assert ev.TRAINING_RUNS == runs
     assert path.stat().st_mtime_ns == mtime
 
 
-def test_corrupt_cache_file_retrains_with_a_warning(tmp_path):
+def test_corrupt_cache_file_retrains_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(ev, "_LOADED", {})
     first = ev.get_classifier(cache_dir=tmp_path, device="cpu", settings=TINY)
     (path,) = tmp_path.glob("classifier-fashion_mnist-*.pt")
     path.write_bytes(path.read_bytes()[:100])  # a truncated download or an interrupted save
+    ev._LOADED.clear()  # as a new process
     runs = ev.TRAINING_RUNS
     with pytest.warns(RuntimeWarning, match="training a new one"):
         second = ev.get_classifier(cache_dir=tmp_path, device="cpu", settings=TINY)
