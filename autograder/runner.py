@@ -172,22 +172,22 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         except (ValueError, KeyError, TypeError):
             error = error or "the notebook could not be executed (no results came back)"
     shutil.rmtree(private, ignore_errors=True)
-    _remove_cgroups(f"dgm-grader-{private.name}")
+    _remove_cgroups([p for p in sandbox.get("cgroups", []) if isinstance(p, str)
+                     and Path(p).name == f"dgm-grader-{private.name}"])
     return RunResult(cells, executed_nb, wall, proc.returncode, log[-20000:], error, env,
                      sandbox)
 
 
-def _remove_cgroups(name: str) -> None:
+def _remove_cgroups(paths: list[str]) -> None:
     """Remove the cgroups the sandbox made for one run (empty once its processes are gone)."""
-    root = Path("/sys/fs/cgroup")
-    for group in list(root.glob(f"*/**/{name}"))[:4] + list(root.glob(f"**/{name}"))[:4]:
-        for _ in range(20):
+    for path in paths:
+        for _ in range(50):
             try:
-                group.rmdir()
+                os.rmdir(path)
                 break
             except FileNotFoundError:
                 break
-            except OSError:
+            except OSError:  # processes still leaving it
                 time.sleep(0.1)
 
 

@@ -43,8 +43,10 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _cgroup(name: str, memory_mb: int | None, nproc: int | None) -> list[str]:
-    """Put this process into new memory and pids cgroups; return what was applied."""
+def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
+            created: list[str]) -> list[str]:
+    """Put this process into new memory and pids cgroups (their folders appended to
+    ``created``, for the grader to remove); return what was applied."""
     applied: list[str] = []
     root = Path(CGROUP_ROOTS[0])
     if (root / "cgroup.controllers").exists():  # cgroup v2, needs a delegated subtree
@@ -52,6 +54,7 @@ def _cgroup(name: str, memory_mb: int | None, nproc: int | None) -> list[str]:
         group = root / own.lstrip("/") / name
         try:
             group.mkdir()
+            created.append(str(group))
             if memory_mb:
                 _write(group / "memory.max", str(memory_mb * 2**20))
                 _write(group / "memory.swap.max", "0")
@@ -75,6 +78,7 @@ def _cgroup(name: str, memory_mb: int | None, nproc: int | None) -> list[str]:
                        if line.split(":", 2)[1] == controller)
             group = base / own.lstrip("/") / name
             group.mkdir(exist_ok=True)
+            created.append(str(group))
             for fname, value in files.items():
                 if value:
                     _write(group / fname, str(value))
@@ -106,11 +110,13 @@ def _can_unshare() -> bool:
 
 def outside(spec_path: str, cmd: list[str]) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    status: dict = {"namespaces": False, "network": True, "hidden": [], "limits": []}
+    status: dict = {"namespaces": False, "network": True, "hidden": [], "limits": [],
+                    "cgroups": []}
     workdir = Path(spec["workdir"])
     memory_mb, nproc = spec.get("memory_mb"), spec.get("nproc")
 
-    status["limits"] = _cgroup(spec.get("cgroup_name", f"dgm-{os.getpid()}"), memory_mb, nproc)
+    status["limits"] = _cgroup(spec.get("cgroup_name", f"dgm-{os.getpid()}"), memory_mb, nproc,
+                               status["cgroups"])
     if memory_mb and "memory" not in status["limits"] and spec.get("device") == "cpu":
         if _setrlimit(resource.RLIMIT_AS, memory_mb * 2**20):
             status["limits"].append("memory (address space)")
