@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import shutil
 import sys
 import threading
@@ -115,6 +116,7 @@ def check_links(html_dir: Path, pages: list[Path]) -> list[str]:
 # range <input> and buttons; its script sets the img's src to a data: URL once the page is parsed.
 PLAYERS_READY = """() => Array.from(document.querySelectorAll('div.animation img')).every(
     i => (i.getAttribute('src') || '').startsWith('data:') && i.complete && i.naturalWidth > 0)"""
+REFRESH = re.compile(r'<meta[^>]+http-equiv="refresh"', re.I)
 SET_SLIDER = """(e, v) => { e.value = v; e.dispatchEvent(new Event('input', {bubbles: true})); }"""
 
 
@@ -185,6 +187,11 @@ def check_site(html_dir: Path, screenshot_dir: Path | None = None) -> SiteReport
                 rel = path.relative_to(html_dir).as_posix()
                 current["url"] = rel
                 page.goto(urljoin(base, rel), wait_until="load")
+                if REFRESH.search(path.read_text(encoding="utf-8")[:2000]):
+                    # a redirect page (jupyter-book's index.html): check where it leads, once it
+                    # is there, instead of racing the refresh
+                    page.wait_for_url(lambda url: not url.endswith("/" + rel), wait_until="load",
+                                      timeout=10_000)
                 report.pages.append(rel)
                 if page.locator(".math").count():
                     page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",

@@ -1,14 +1,20 @@
-"""One consistent look for every figure of the course: image grids and loss curves."""
+"""One consistent look for every figure of the course: image grids, loss curves, and the
+slider players that let a reader step through a process on the static site, with no kernel."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.animation import FuncAnimation
 
+from dgm.config import check_choice
 from dgm.data import to_unit_range
 
 STYLE = {
@@ -80,3 +86,130 @@ def plot_losses(history: Mapping[str, Sequence[float]], ax=None, xlabel: str = "
     if title:
         ax.set_title(title)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Players: a matplotlib JavaScript animation with a slider, embedded in the page
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnimationSettings:
+    frames: int        # frames per player: enough steps to see the trend, few enough for a small page
+    dpi: int           # resolution of each frame, embedded in the page as a PNG
+    n_images: int      # images (or image pairs) per frame of an image player
+    n_points: int      # points per frame of a 2-D player
+    interval_ms: int   # milliseconds between frames when the player plays
+
+
+ANIMATION_SETTINGS = {
+    # smoke: a few coarse frames prove the players build and respond (about 0.1 s each)
+    "smoke": AnimationSettings(frames=5, dpi=60, n_images=4, n_points=500, interval_ms=500),
+    # cpu and full: smooth enough to follow a process step by step, still well under 1 MB a player
+    "cpu": AnimationSettings(frames=12, dpi=80, n_images=4, n_points=2000, interval_ms=400),
+    "full": AnimationSettings(frames=16, dpi=96, n_images=4, n_points=2000, interval_ms=300),
+}
+
+AnimationKind = Literal["images", "points"]
+ANIMATION_KINDS: tuple[str, ...] = get_args(AnimationKind)
+
+# matplotlib's player draws its buttons with Font Awesome from a CDN; the course's site loads
+# nothing from outside, so the stylesheet is dropped and each icon becomes a plain character.
+_CDN_STYLESHEET = re.compile(r'<link[^>]*href="https?://[^"]*"[^>]*>\s*')
+_ICONS = {
+    "fa fa-minus": "&minus;", "fa fa-fast-backward": "&#8676;", "fa fa-step-backward": "&lsaquo;",
+    "fa fa-play fa-flip-horizontal": "&#9664;", "fa fa-pause": "&#10074;&#10074;",
+    "fa fa-play": "&#9654;", "fa fa-step-forward": "&rsaquo;", "fa fa-fast-forward": "&#8677;",
+    "fa fa-plus": "+",
+}
+
+
+def _offline_player(html: str) -> str:
+    """matplotlib's player HTML without its CDN stylesheet; raises if any other URL is left."""
+    html = _CDN_STYLESHEET.sub("", html)
+    for icon, char in _ICONS.items():
+        html = html.replace(f'<i class="{icon}"></i>', f'<span aria-hidden="true">{char}</span>')
+    left = re.findall(r"https?://[^\s\"'<>]+", html)
+    if left:
+        raise RuntimeError(f"the animation player would load {left}; the site must stay offline")
+    return html
+
+
+def _tick_centres(n: int, size: int, pad: int = 2) -> list[float]:
+    """Centres of ``n`` tiles of ``size`` pixels in an :func:`image_grid` with padding ``pad``."""
+    return [pad + k * (size + pad) + (size - 1) / 2 for k in range(n)]
+
+
+def animate_frames(frames: Sequence, titles: Sequence[str] | None = None, *,
+                   kind: AnimationKind = "images", nrow: int = 8,
+                   row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+                   reference: np.ndarray | torch.Tensor | None = None,
+                   lim: float | None = None, figsize: tuple[float, float] | None = None,
+                   tile: float = 0.6, dpi: int = 72, interval_ms: int = 400):
+    """A slider player over ``frames`` that runs in the browser with no kernel; returns
+    ``IPython.display.HTML``.
+
+    ``kind="images"``: each frame is a batch ``(B, C, H, W)`` in [0, 1] or [-1, 1], tiled with
+    :func:`image_grid` (``nrow`` images per row; ``row_labels``/``col_labels`` name the rows and
+    columns of tiles, on the left and below). ``kind="points"``: each frame is an ``(N, 2)``
+    array drawn as a scatter plot on ``[-lim, lim]^2`` (default: the largest coordinate of any
+    frame), over the grey ``reference`` points when given. ``titles`` (one per frame) are shown
+    above the frame.
+    ``figsize`` defaults to ``tile`` inches per image (images) or 3.2 x 3.2 inches (points).
+    Frames are embedded in the page as PNGs of ``dpi`` dots per inch (matplotlib's
+    ``to_jshtml``), so keep them few and ``dpi`` low.
+    """
+    from IPython.display import HTML
+
+    check_choice(kind, ANIMATION_KINDS, "animation kind")
+    if len(frames) == 0:
+        raise ValueError("a player needs at least one frame")
+    if titles is not None and len(titles) != len(frames):
+        raise ValueError(f"got {len(titles)} titles for {len(frames)} frames")
+    if kind == "images":
+        grids = [image_grid(torch.as_tensor(f), nrow=nrow) for f in frames]
+        h, w = frames[0].shape[-2:]
+        ncol, nrows = min(nrow, len(frames[0])), -(-len(frames[0]) // nrow)
+        figsize = figsize or (tile * ncol + (0.5 if row_labels else 0.1),
+                              tile * nrows + 0.35 + (0.25 if col_labels else 0.0))
+    fig, ax = plt.subplots(figsize=figsize or (3.2, 3.2), dpi=dpi)
+    if kind == "images":
+        artist = ax.imshow(grids[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.grid(False)
+        ax.tick_params(length=0, labelsize=8)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_xticks(_tick_centres(len(col_labels), w) if col_labels else [],
+                      list(col_labels) if col_labels else [])
+        ax.set_yticks(_tick_centres(len(row_labels), h) if row_labels else [],
+                      list(row_labels) if row_labels else [])
+
+        def show(k):
+            artist.set_data(grids[k])
+    else:
+        points = [np.asarray(torch.as_tensor(f).detach().cpu(), dtype=float) for f in frames]
+        if any(p.ndim != 2 or p.shape[1] != 2 for p in points):
+            raise ValueError("points frames must be (N, 2) arrays")
+        lim = lim or 1.05 * max(float(np.abs(p).max()) for p in points)
+        if reference is not None:
+            ref = np.asarray(torch.as_tensor(reference).detach().cpu(), dtype=float)
+            ax.scatter(ref[:, 0], ref[:, 1], s=1, color="0.8")
+        artist = ax.scatter(points[0][:, 0], points[0][:, 1], s=2, color="C0")
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+        ax.tick_params(labelsize=7)
+
+        def show(k):
+            artist.set_offsets(points[k])
+
+    title = ax.set_title(titles[0] if titles is not None else "", fontsize=9)  # room for titles
+
+    def update(k):
+        show(k)
+        if titles is not None:
+            title.set_text(titles[k])
+        return [artist, title]
+
+    fig.tight_layout()
+    player = FuncAnimation(fig, update, frames=len(frames), interval=interval_ms, repeat=False)
+    with mpl.rc_context({"savefig.dpi": dpi}):  # the writer saves frames at savefig.dpi
+        html = player.to_jshtml(embed_frames=True, default_mode="once")
+    plt.close(fig)
+    return HTML(_offline_player(html))

@@ -7,10 +7,14 @@ _build/smoke/ so it never disturbs the reader's _build/html.
 
 from __future__ import annotations
 
+import json
 import re
 
+import jupytext
+import nbformat
 import pytest
 import yaml
+from bs4 import BeautifulSoup
 
 from conftest import build_smoke_book
 from dgm.build import ROOT
@@ -24,6 +28,21 @@ def _toc_files() -> list[str]:
     for part in toc.get("parts", []):
         files += [entry["file"] for entry in part["chapters"]]
     return files
+
+
+def _front_matter(doc: str) -> dict:
+    text = (ROOT / f"{doc}.md").read_text(encoding="utf-8")
+    return yaml.safe_load(text.split("---")[1]) if text.startswith("---") else {}
+
+
+def _chapters() -> list[str]:
+    """Pages that are notebooks a reader can run: every toc entry with a kernel, unless its
+    front matter turns the launch buttons off (the homework and instructor pages)."""
+    return [f for f in _toc_files()
+            if "kernelspec" in _front_matter(f) and _front_matter(f).get("launch_buttons", True)]
+
+
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +86,88 @@ def test_a_no_change_rebuild_executes_nothing(second_build):
     assert second_build.returncode == 0
     assert "Executing notebook" not in second_build.log
     assert re.search(r"0 added, 0 changed, 0 removed", second_build.log)
+
+
+def test_every_chapter_offers_an_ipynb_download_and_a_colab_link_to_it(first_build):
+    chapters = _chapters()
+    assert len(chapters) >= 9 and {"book/vae", "book/diffusion", "book/flows"} <= set(chapters)
+    colab = CONFIG["launch_buttons"]["colab_url"].rstrip("/")
+    org_repo = CONFIG["repository"]["url"].rstrip("/").split("github.com/")[1]
+    for doc in chapters:
+        soup = BeautifulSoup((first_build.html_dir / f"{doc}.html").read_text(encoding="utf-8"),
+                             "html.parser")
+        hrefs = [a["href"] for a in soup.find_all("a", href=True)]
+        local = [h for h in hrefs if not re.match(r"https?://", h)]
+        download = [h for h in local if h.endswith(f"_sources/{doc}.ipynb")]
+        assert download, f"{doc}: no .ipynb download"
+        assert any(h.endswith(f"_sources/{doc}.md") for h in local), f"{doc}: no .md download"
+        copy = (first_build.html_dir / f"{doc}.html").parent / download[0]
+        assert copy.resolve().is_file(), f"{doc}: the .ipynb download is missing from the site"
+        colab_links = [h for h in hrefs if h.startswith(colab + "/github/")]
+        assert colab_links == [f"{colab}/github/{org_repo}/blob/{CONFIG['sphinx']['config']['dgm_site_branch']}"
+                               f"/_sources/{doc}.ipynb"], doc
+
+
+def test_colab_copy_is_the_chapter_after_a_guarded_install_from_the_configured_repository(first_build):
+    doc = "book/diffusion"
+    nb = nbformat.read(first_build.html_dir / "_sources" / f"{doc}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    setup, first = nb.cells[0], nb.cells[1]
+    assert setup.cell_type == "code" and "remove-cell" in setup.metadata["tags"]
+    assert 'if "google.colab" in sys.modules:' in setup.source
+    assert f"git+{CONFIG['repository']['url'].rstrip('/')}\"" in setup.source
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    source_cells = [c.source for c in jupytext.read(ROOT / f"{doc}.md").cells]
+    assert [c.source for c in nb.cells[1:]] == source_cells and first.source == source_cells[0]
+
+
+def test_each_chapter_opens_with_goals_and_prerequisites_and_ends_with_summary_and_exercises():
+    for doc in _chapters():
+        text = (ROOT / f"{doc}.md").read_text(encoding="utf-8")
+        overview = text.split("```{code-cell}")[0]
+        assert "**Learning goals.**" in overview or "*Learning goals.*" in overview, doc
+        assert "Prerequisites." in overview, doc
+        headings = re.findall(r"^## (.+)$", text, re.M)
+        assert headings[-2:] == ["Summary", "Exercises"], (doc, headings[-2:])
+
+
+def test_every_exercise_has_a_solution_in_a_dropdown():
+    for doc in _chapters():
+        text = (ROOT / f"{doc}.md").read_text(encoding="utf-8")
+        exercises = re.findall(r"^[:`]{3,}\{exercise\}\s*\n:label: (\S+)", text, re.M)
+        solutions = re.findall(r"^[:`]{3,}\{solution\} (\S+)\s*\n:class: dropdown", text, re.M)
+        assert len(exercises) >= 2, doc
+        assert sorted(exercises) == sorted(solutions), doc
+
+
+def test_toc_has_the_notation_index_bibliography_homework_and_instructor_pages(first_build):
+    files = _toc_files()
+    for page in ("book/notation", "book/bibliography", "book/homework", "book/instructor"):
+        assert page in files
+    bibliography = (first_build.html_dir / "book" / "bibliography.html").read_text(encoding="utf-8")
+    assert bibliography.count('class="citation"') >= 10  # one per reference cited
+
+
+def test_homework_page_states_each_assignments_points_as_the_solutions_do(first_build):
+    from autograder.notebook_format import read_notebook, total_points, validate
+
+    page = (first_build.html_dir / "book" / "homework.html").read_text(encoding="utf-8")
+    text = BeautifulSoup(page, "html.parser").get_text(" ")
+    for name in ("vae", "ddpm", "flow", "contrastive"):
+        points = total_points(validate(read_notebook(ROOT / "solutions" / f"{name}.ipynb"), name))
+        assert f"{name} {points}" in text, name
+
+
+def test_homework_page_links_each_notebook_for_download_colab_and_binder(first_build):
+    page = first_build.html_dir / "book" / "homework.html"
+    hrefs = [a["href"] for a in BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+             .find_all("a", href=True)]
+    for name in ("vae", "ddpm", "flow", "contrastive"):
+        download = [h for h in hrefs if h.endswith(f"/{name}.ipynb") and "_downloads" in h]
+        assert download and (page.parent / download[0]).resolve().is_file(), name
+        nb = json.loads((page.parent / download[0]).resolve().read_text())
+        assert nb == json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text()), name
+        assert any(h.startswith(CONFIG["launch_buttons"]["colab_url"]) and h.endswith(f"notebooks/{name}.ipynb")
+                   for h in hrefs), name
+        assert any(h.startswith(CONFIG["launch_buttons"]["binderhub_url"]) and h.endswith(f"notebooks/{name}.ipynb")
+                   for h in hrefs), name

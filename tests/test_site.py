@@ -51,6 +51,18 @@ def test_exercise_solutions_open_when_clicked(report):
     assert report.dropdown_failures == [] and report.dropdowns_opened >= 3
 
 
+def test_each_interactive_chapter_has_its_players(report):
+    players = report.players
+    assert players.get("book/diffusion.html", 0) >= 2
+    assert players.get("book/vae.html", 0) >= 1 and players.get("book/flows.html", 0) >= 1
+    assert sum(players.values()) >= 3
+
+
+def test_every_player_changes_frame_with_its_button_and_its_slider(report):
+    assert report.player_failures == []
+    assert report.players_responding == sum(report.players.values()) >= 3
+
+
 def test_search_finds_a_chapter_by_a_word_in_it(report):
     assert report.search_ok
 
