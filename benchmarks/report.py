@@ -164,6 +164,7 @@ def site_section(lines: list[str]) -> None:
     for key, target in [("pages_checked", ""), ("console_errors", "0"), ("broken_links", "0"),
                         ("external_requests_blocked", "0"), ("untypeset_math", "0"), ("broken_images", "0"),
                         ("dropdowns_opened", ""), ("search_finds_chapter", "yes"),
+                        ("players_checked", ""), ("players_responding", ""),
                         ("browser_check_seconds", ""), ("site_megabytes", "")]:
         lines.append(f"| {key.replace('_', ' ')} | {fmt(data.get(key))} | {target} |")
     lines.append("")

@@ -264,3 +264,14 @@ def test_hidden_checks_follow_a_graded_cell_of_their_own_item(name):
     for _, cell in iter_cells(nb, "hidden"):
         meta = cell.metadata["dgm"]
         assert graded.get(meta["after"]) == meta["item"], cell.id
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_colab_setup_cell_installs_from_the_repository_url_of_config(name):
+    """_config.yml's repository.url is the one place the URL is written: the homework follows it."""
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    for nb in (solution(name), student(name)):
+        setup = [source_text(c) for c in nb.cells if "google.colab" in source_text(c)]
+        assert setup and all(f"git+{url}" in text for text in setup), setup
