@@ -172,10 +172,11 @@ def sandbox_limits(args) -> Limits:
     if getattr(args, "unpack_dir", None):
         hide.add(Path(args.unpack_dir).resolve())
     # Never a folder the kernel needs: the course packages, Python, the data, temporary files.
+    from dgm.data import data_root
+    from dgm.evaluate import default_cache_dir
+
     needed = [ROOT, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
-              Path(tempfile.gettempdir()).resolve()]
-    if os.environ.get("DGM_DATA"):
-        needed.append(Path(os.environ["DGM_DATA"]).resolve())
+              Path(tempfile.gettempdir()).resolve(), data_root(), default_cache_dir().resolve()]
     hide = {h for h in hide if not any(n == h or h in n.parents for n in needed)}
     return Limits(memory_mb=getattr(args, "memory_mb", 6144) or None,
                   nproc=getattr(args, "max_procs", 512) or None,

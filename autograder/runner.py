@@ -8,7 +8,8 @@ Each submission runs in its own fresh folder (the kernel's working folder) with:
 under a fixed kernel name (the notebook's own kernel metadata is ignored), plugin
 auto-loading off (no stray plugins from the environment) and an empty ``pytest.ini`` (no
 project settings). The kernel inherits the environment set here: ``DGM_PROFILE``,
-``DGM_DEVICE``, ``DGM_DATA`` (the instructor's, inherited), ``PYTHONHASHSEED=0``,
+``DGM_DEVICE``, ``DGM_DATA`` and ``DGM_CACHE`` (the instructor's data and model cache,
+resolved here), ``PYTHONHASHSEED=0``,
 ``MPLBACKEND=Agg`` and a thread count that shares the cores between parallel jobs. The
 results and the executed notebook are written outside the kernel's folder, to paths the
 kernel cannot reach: one JSON document on a pipe, read only when pytest exits normally (see
@@ -78,6 +79,13 @@ def kernel_env(profile: str, device: str, threads: int | None = None,
     """The environment of the pytest process, inherited by the kernel."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST_", "DGM_GRADER_")) and k != "JUPYTER_PLATFORM_DIRS"}
+    # The kernel's HOME is its own folder (see run_notebook): hand it the instructor's data and
+    # model cache explicitly, read-only in the sandbox, so it neither downloads nor retrains.
+    from dgm.data import data_root
+    from dgm.evaluate import default_cache_dir
+
+    env.setdefault("DGM_DATA", str(data_root()))
+    env.setdefault("DGM_CACHE", str(default_cache_dir().resolve()))
     env.update(DGM_PROFILE=profile, DGM_DEVICE=device, PYTHONHASHSEED="0", MPLBACKEND="Agg",
                PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
     if threads:
