@@ -144,6 +144,15 @@ def grading_section(lines: list[str]) -> None:
                 lines.append(f"| {r['assignment']} | {r['submission']}{' (' + r['mistake'] + ')' if r.get('mistake') else ''} | "
                              f"{', '.join(r['lost']) or '-'} | {', '.join(r['expected']) or '-'} | {fmt(r['ok'])} |")
         lines.append("")
+    bands = load("bands_cpu")
+    if bands:
+        lines += ["### Training-loss bands of the hidden checks, cpu profile", "", machine_line(bands),
+                  f" Rule: {bands['rule']}.", "",
+                  "| assignment | seeds | final losses | band |", "| --- | --- | --- | --- |"]
+        for name, r in bands["assignments"].items():
+            lines.append(f"| {name} | {', '.join(map(str, r['seeds']))} | "
+                         f"{', '.join(f'{v:.4f}' for v in r['values'])} | {r['band'][0]}-{r['band'][1]} |")
+        lines.append("")
     for profile in ("smoke", "cpu", "full"):
         sol = load(f"solutions_{profile}")
         if sol:
@@ -176,8 +185,7 @@ def main() -> None:
              "names the script that wrote it, the machine and the date. Do not edit by hand.", "",
              "All figures so far come from the 4,000 + 443-image Fashion-MNIST subset in ../shared/data",
              "(so they are not comparable with published full-data numbers) on a 2-core machine without",
-             "a GPU. Not yet measured: every `full`-profile figure (needs a GPU), and the homework",
-             "solutions and the grader in the `cpu` profile.", ""]
+             "a GPU. Not yet measured: every `full`-profile figure (needs a GPU).", ""]
     headline_section(lines)
     book_section(lines)
     chapters_section(lines)
