@@ -326,7 +326,7 @@ def grade_submission(sub: Submission, source, args, out: Path, workroot: Path,
         gpu = gpus.get() if gpus is not None else None
         try:
             extra = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}
-            env = kernel_env(args.profile, args.device, args.threads, extra)
+            env = kernel_env(args.profile, args.resolved_device, args.threads, extra)
             workdir = Path(tempfile.mkdtemp(prefix=f"{sub.student}-", dir=workroot))
             run = run_until_done(merged.notebook, workdir, args, env)
             if not args.keep_work:
@@ -335,10 +335,11 @@ def grade_submission(sub: Submission, source, args, out: Path, workroot: Path,
             if gpu is not None:
                 gpus.put(gpu)
         judge(source, run)
-        if run.sandbox.get("network", True):
-            notes_sandbox = ("This machine could not isolate the notebook (no Linux user "
-                             "namespaces): it ran with network access and without a read-only "
-                             "file system. Your grade is not affected.")
+        if run.sandbox and run.sandbox.get("network", True):
+            notes_sandbox = ("The notebook ran outside the grader's sandbox (this machine has no "
+                             "Linux user namespaces, or the instructor turned it off): it had "
+                             "network access and no read-only file system. Your grade is not "
+                             "affected.")
             merged.note("", notes_sandbox)
         timings["judge_s"] = sum(c.get("judge_s", 0.0) for c in run.cells)
         executed = run.executed

@@ -331,3 +331,13 @@ def test_a_gpu_is_never_shared_by_two_submissions_at_once(tmp_path, monkeypatch)
     assert gpu1 == gpu2 == "0"
     assert s2 >= e1, "two submissions ran on the one GPU at the same time"
     assert all(_scores(out, s) == FULL for s in ("first", "second"))
+
+
+def test_without_the_sandbox_grading_still_works_and_the_feedback_says_so(tmp_path):
+    out = tmp_path / "out"
+    assert grade.main(["--assignment", "toy", "--source", str(SOURCE),
+                       str(STUDENTS / "correct.ipynb"), "--out", str(out), "--device", "cpu",
+                       "--profile", "smoke", "--timeout", str(CELL_TIMEOUT), "--no-progress",
+                       "--no-sandbox"]) == 0
+    assert _scores(out, "correct") == FULL
+    assert "outside the grader's sandbox" in (out / "correct" / "feedback.md").read_text()
