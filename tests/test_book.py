@@ -171,3 +171,24 @@ def test_homework_page_links_each_notebook_for_download_colab_and_binder(first_b
                    for h in hrefs), name
         assert any(h.startswith(CONFIG["launch_buttons"]["binderhub_url"]) and h.endswith(f"notebooks/{name}.ipynb")
                    for h in hrefs), name
+
+
+def test_binder_opens_the_markdown_chapters_as_notebooks(tmp_path):
+    """repo2docker runs postBuild: it must make MyST markdown open in the notebook editor."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    post = ROOT / "postBuild"
+    assert post.stat().st_mode & 0o111, "postBuild must be executable"
+    text = post.read_text()
+    assert "jupytext-config set-default-viewer" in text and "markdown" in text
+    cmd = next(line for line in text.splitlines() if line.startswith("jupytext-config"))
+    home = tmp_path
+    subprocess.run(cmd.split(), check=True, env={**os.environ, "HOME": str(home)},
+                   cwd=ROOT, executable=str(Path(sys.executable).parent / "jupytext-config"))
+    overrides = json.loads((home / ".jupyter" / "labconfig" /
+                            "default_setting_overrides.json").read_text())
+    viewers = overrides["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]
+    assert viewers["markdown"] == viewers["myst"] == "Jupytext Notebook"
