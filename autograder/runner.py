@@ -35,6 +35,8 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.sandbox import namespaces_available
+
 
 #: Runs still going (their process groups are killed if the grader exits, e.g. on Ctrl-C).
 _ACTIVE: set = set()
@@ -118,7 +120,8 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
     spec, status = private / "sandbox.json", private / "sandbox-status.json"
     spec.write_text(json.dumps({
         "workdir": str(workdir), "memory_mb": limits.memory_mb, "nproc": limits.nproc,
-        "isolate": limits.isolate, "hide": [str(Path(h).resolve()) for h in limits.hide],
+        "isolate": limits.isolate and namespaces_available(),
+        "hide": [str(Path(h).resolve()) for h in limits.hide],
         "status": str(status), "device": env.get("DGM_DEVICE", "cpu"),
         "cgroup_name": f"dgm-grader-{private.name}"}))
     read_fd, write_fd = os.pipe()

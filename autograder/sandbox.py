@@ -11,7 +11,8 @@ SPEC.json (written by :mod:`autograder.runner`, outside the kernel's folder) say
 ``nproc``       a process/thread limit: the cgroup's ``pids.max``, else ``RLIMIT_NPROC``;
 ``hide``        folders the kernel must not see (the instructor's source with the hidden
                 checks, the output folder): an empty read-only tmpfs is mounted over each;
-``workdir``     the kernel's folder (made writable for the sandbox user);
+``workdir``     the kernel's folder (the one writable place);
+``isolate``     whether to use the namespaces below (the grader asks once whether they work);
 ``status``      where to write what could be applied (the grader says what was not, in the
                 feedback, instead of failing).
 
@@ -28,6 +29,7 @@ its children.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -37,10 +39,6 @@ import sys
 from pathlib import Path
 
 CGROUP_ROOTS = ("/sys/fs/cgroup",)
-
-
-def _write(path: Path, text: str) -> None:
-    path.write_text(text)
 
 
 def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
@@ -56,18 +54,17 @@ def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
             group.mkdir()
             created.append(str(group))
             if memory_mb:
-                _write(group / "memory.max", str(memory_mb * 2**20))
-                _write(group / "memory.swap.max", "0")
+                (group / "memory.max").write_text(str(memory_mb * 2**20))
+                (group / "memory.swap.max").write_text("0")
                 applied.append("memory")
             if nproc:
-                _write(group / "pids.max", str(nproc))
+                (group / "pids.max").write_text(str(nproc))
                 applied.append("pids")
-            _write(group / "cgroup.procs", str(os.getpid()))
+            (group / "cgroup.procs").write_text(str(os.getpid()))
         except OSError:
             return []
         return applied
-    for controller, files in (("memory", {"memory.limit_in_bytes": memory_mb and memory_mb * 2**20,
-                                          "memory.memsw.limit_in_bytes": None}),
+    for controller, files in (("memory", {"memory.limit_in_bytes": memory_mb and memory_mb * 2**20}),
                               ("pids", {"pids.max": nproc})):
         if not any(v for v in files.values()):
             continue
@@ -81,8 +78,8 @@ def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
             created.append(str(group))
             for fname, value in files.items():
                 if value:
-                    _write(group / fname, str(value))
-            _write(group / "cgroup.procs", str(os.getpid()))
+                    (group / fname).write_text(str(value))
+            (group / "cgroup.procs").write_text(str(os.getpid()))
             applied.append(controller)
         except (OSError, StopIteration, IndexError):
             continue
@@ -97,7 +94,10 @@ def _setrlimit(which: int, value: int) -> bool:
     return True
 
 
-def _can_unshare() -> bool:
+@functools.lru_cache(maxsize=None)
+def namespaces_available() -> bool:
+    """Whether this machine lets an unprivileged process make the sandbox's namespaces (asked
+    once per grader process; the grader writes the answer into each run's settings)."""
     if sys.platform != "linux" or not shutil.which("unshare"):
         return False
     try:
@@ -125,7 +125,7 @@ def outside(spec_path: str, cmd: list[str]) -> None:
             status["limits"].append("processes (rlimit)")
 
     prefix: list[str] = []
-    if spec.get("isolate", True) and _can_unshare():
+    if spec.get("isolate"):  # the grader checked that namespaces work here
         prefix = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child",
                   "--net", "--mount", "--mount-proc", "--",
                   sys.executable, "-m", "autograder.sandbox", "--inside",

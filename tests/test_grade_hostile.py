@@ -19,11 +19,11 @@ import nbformat
 import pytest
 
 from autograder import grade
-from autograder.sandbox import _can_unshare
+from autograder.sandbox import namespaces_available
 
 # The limits and the isolation these tests prove need Linux user namespaces (`make test` runs on
 # such a machine; elsewhere the grader still runs, and says in the feedback what it could not do).
-pytestmark = pytest.mark.skipif(not _can_unshare(), reason="needs Linux user namespaces")
+pytestmark = pytest.mark.skipif(not namespaces_available(), reason="needs Linux user namespaces")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"
 sys.path.insert(0, str(FIXTURES))
