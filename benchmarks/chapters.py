@@ -1,12 +1,20 @@
 """Execute chapters in one run profile and record their times and the figures they measured.
 
     python -m benchmarks.chapters --profile cpu [--chapters vae diffusion ...]
+    python -m benchmarks.chapters --profile full --jobs 9 --executed DIR --log FILE   # one GPU
 
 Each chapter (a MyST notebook under book/) runs in a fresh kernel with book/ as its working
 folder, exactly as the book build runs it, with ``$DGM_METRICS_DIR`` set so that the chapter's
 ``dgm.results.record(...)`` calls land beside the timing. Writes
 benchmarks/results/chapters_<profile>.json (merged with what earlier runs of other chapters
-wrote). Targets on 2 cores: every chapter under 3 minutes in smoke and under 15 in cpu.
+wrote), after each chapter, so a run cut short keeps what finished. Targets: every chapter under
+3 minutes in smoke and under 15 in cpu on 2 cores, and under 15 in full on one GPU.
+
+``--jobs N`` runs N chapters at once (each in its own kernel; on a GPU machine they share the
+GPU, which small models leave mostly idle), after training the evaluation classifier once so
+that the chapters do not all train it together. ``--executed DIR`` keeps each executed notebook
+(with its figures) as ``DIR/<chapter>.ipynb``; ``--log FILE`` appends one line per executed cell
+(chapter, cell number, seconds), which shows where a chapter that ran out of time was.
 """
 
 from __future__ import annotations
@@ -14,11 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import jupytext
+import nbformat
 import yaml
 from nbclient import NotebookClient
 
@@ -27,6 +39,7 @@ from dgm.config import PROFILES, get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS_MINUTES = {"smoke": 3, "cpu": 15, "full": 15}
+_LOG_LOCK = threading.Lock()
 
 
 def toc_chapters() -> list[str]:
@@ -36,23 +49,32 @@ def toc_chapters() -> list[str]:
     return [Path(f).name for f in files if "```{code-cell}" in (ROOT / f"{f}.md").read_text()]
 
 
-def run_chapter(name: str, profile: str, metrics_dir: Path, timeout: int) -> float:
+def kernel_env(profile: str, metrics_dir: Path, threads: int | None = None) -> dict[str, str]:
+    """The chapter kernel's environment: this process's, with the profile and metrics folder."""
+    env = dict(os.environ, DGM_PROFILE=profile, DGM_METRICS_DIR=str(metrics_dir), DGM_PROGRESS="0")
+    env.pop("MPLBACKEND", None)  # figures come from the kernel's inline backend
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    return env
+
+
+def run_chapter(name: str, profile: str, metrics_dir: Path, timeout: int,
+                threads: int | None = None, log: Path | None = None):
+    """Execute book/<name>.md; return (seconds, executed notebook)."""
     nb = jupytext.read(ROOT / "book" / f"{name}.md")
-    env = {"DGM_PROFILE": profile, "DGM_METRICS_DIR": str(metrics_dir), "DGM_PROGRESS": "0"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits the environment of this process
-    os.environ.pop("MPLBACKEND", None)  # figures come from the kernel's inline backend
-    try:
-        start = time.perf_counter()
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT / "book")}}).execute()
-        return time.perf_counter() - start
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    start = time.perf_counter()
+
+    def on_cell_executed(cell, cell_index, execute_reply):
+        if log is not None:
+            with _LOG_LOCK, log.open("a") as f:
+                f.write(f"{name}\tcell {cell_index}\t{time.perf_counter() - start:.1f} s\n")
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "book")}},
+                            on_cell_executed=on_cell_executed)
+    client.execute(env=kernel_env(profile, metrics_dir, threads))
+    return time.perf_counter() - start, nb
 
 
 def main() -> None:
@@ -60,24 +82,58 @@ def main() -> None:
     parser.add_argument("--profile", choices=PROFILES, default=None)
     parser.add_argument("--chapters", nargs="*", default=None, help="default: every chapter with code")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--jobs", type=int, default=1, help="chapters executed at once")
+    parser.add_argument("--threads", type=int, default=None, help="math threads per kernel")
+    parser.add_argument("--executed", type=Path, default=None, help="keep executed notebooks here")
+    parser.add_argument("--log", type=Path, default=None, help="append a line per executed cell")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     profile = get_profile(args.profile)
     chapters = args.chapters or toc_chapters()
+    unknown = [c for c in chapters if not (ROOT / "book" / f"{c}.md").exists()]
+    if unknown:
+        parser.error(f"no chapter book/<name>.md for {unknown}; choose from {toc_chapters()}")
     path = RESULTS / f"chapters_{profile}.json"
     results = json.loads(path.read_text()).get("chapters", {}) if path.exists() else {}
-    for name in chapters:
+    command = "python -m benchmarks.chapters " + " ".join(sys.argv[1:])
+    lock = threading.Lock()
+    if args.executed:
+        args.executed.mkdir(parents=True, exist_ok=True)
+    if args.jobs > 1:  # train (or load) the evaluation classifier once, before the chapters
+        from dgm.evaluate import get_classifier
+
+        os.environ["DGM_PROFILE"] = profile
+        get_classifier()
+
+    def one(name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"[{profile}] executing {name} ...", flush=True)
-            seconds = run_chapter(name, profile, Path(tmp), args.timeout)
-            metrics = {}
-            for f in Path(tmp).glob("*.json"):
-                metrics[f.stem] = json.loads(f.read_text())
-        results[name] = {"seconds": round(seconds, 1),
-                         "under_target": seconds < 60 * LIMITS_MINUTES[profile],
-                         "metrics": metrics}
-        print(f"[{profile}] {name}: {seconds:.1f} s", flush=True)
-        write(f"chapters_{profile}", {"profile": profile, "target_minutes": LIMITS_MINUTES[profile],
-                                      "chapters": results})
+            try:
+                seconds, nb = run_chapter(name, profile, Path(tmp), args.timeout, args.threads,
+                                          args.log)
+                error = None
+            except Exception as exc:  # noqa: BLE001 - record it and go on with the others
+                seconds, nb, error = None, None, f"{type(exc).__name__}: {str(exc)[-2000:]}"
+            metrics = {f.stem: json.loads(f.read_text()) for f in Path(tmp).glob("*.json")}
+        if nb is not None and args.executed:
+            nbformat.write(nb, args.executed / f"{name}.ipynb")
+        entry = {"seconds": None if seconds is None else round(seconds, 1),
+                 "under_target": seconds is not None and seconds < 60 * LIMITS_MINUTES[profile],
+                 "metrics": metrics}
+        if error:
+            entry["error"] = error
+        with lock:
+            results[name] = entry
+            write(f"chapters_{profile}", {"profile": profile, "command": command,
+                                          "target_minutes": LIMITS_MINUTES[profile],
+                                          "chapters": results})
+        print(f"[{profile}] {name}: {'failed: ' + error if error else f'{seconds:.1f} s'}",
+              flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in as_completed([pool.submit(one, name) for name in chapters]):
+            future.result()
 
 
 if __name__ == "__main__":

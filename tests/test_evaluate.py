@@ -244,3 +244,21 @@ def test_a_loaded_classifier_is_kept_in_memory_and_not_reread(tmp_path, monkeypa
     monkeypatch.setattr(evaluate, "_LOADED", {})  # a fresh process would notice the bad file
     with pytest.warns(RuntimeWarning, match="could not load the cached classifier"):
         evaluate.get_classifier(profile="smoke", device="cpu", cache_dir=tmp_path)
+
+
+def test_classifier_is_trained_on_the_cpu_whatever_device_it_runs_on(tmp_path, monkeypatch):
+    """The reference classifier's weights must not depend on the machine: asked for another
+    device (here PyTorch's data-less ``meta`` device, standing in for a GPU), it still trains on
+    the CPU and is only moved there afterwards."""
+    monkeypatch.setattr(ev, "_LOADED", {})
+    seen = []
+    real = ev.train_classifier
+
+    def spy(train, settings, device=None):
+        seen.append(torch.device(device or "cpu"))
+        return real(train, settings, device)
+
+    monkeypatch.setattr(ev, "train_classifier", spy)
+    clf = ev.get_classifier(cache_dir=tmp_path, device=torch.device("meta"), settings=TINY)
+    assert seen == [torch.device("cpu")]
+    assert next(clf.parameters()).device.type == "meta"
