@@ -383,12 +383,23 @@ def _graded_keys(cells) -> tuple[set[str], set[str]]:
     return ids, items
 
 
-@dataclass
+@dataclass(frozen=True)
 class Inspection:
-    """What :func:`inspect_notebook` found: a problem that stops grading, and notes."""
+    """What :func:`inspect_notebook` found: a problem that stops grading, notes for the
+    student, and the notebook as the grader reads it (when there is no problem)."""
 
     problem: str | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+    notebook: object | None = None
+
+
+def inspect_submission(sub: Submission, expected: Expected | None = None,
+                       max_bytes: int | None = None) -> Inspection:
+    """The *inspect* stage: what is wrong with ``sub``, if anything (a problem found while
+    collecting it, else :func:`inspect_notebook` on its file)."""
+    if sub.problem is not None:
+        return Inspection(sub.problem)
+    return inspect_notebook(sub.path, expected, max_bytes)
 
 
 def _mb(n: float) -> str:
@@ -496,11 +507,11 @@ def inspect_notebook(path: str | Path, expected: Expected | None = None,
     try:  # what the grader itself will do with it
         from autograder.notebook_format import read_notebook
 
-        read_notebook(path)
+        notebook = read_notebook(path)
     except Exception as exc:  # noqa: BLE001 - anything nbformat rejects is the student's
         text = " ".join(str(exc).split())[:200]
         return Inspection(f"{UNREADABLE}{type(exc).__name__}: {text}.{RESUBMIT}")
-    return Inspection(None, notes)
+    return Inspection(None, tuple(notes), notebook)
 
 
 def _other_assignment(nb: dict, cells: list, expected: Expected) -> str | None:
