@@ -2,24 +2,26 @@
 
 ::
 
-    collect  the submissions named on the command line, one per student   submissions.collect
-    inspect  what is wrong with a file, before anything runs               submissions.inspect_submission
-    merge    the student's cells into the instructor's notebook            merge.merge
-    run      the merged notebook in a sandboxed kernel                     execute.run
-    judge    each hidden check's verdict, in the grader                    judge.judge
-    score    points and messages per item                                  scoring.score_items
-    report   results.json, feedback, executed notebook                     report.write_report
-    record   the result with its fingerprint, and the run log              state.Batch.record
+    collect  the submissions named, one per student       submissions.collect
+    inspect  what is wrong with a file, before it runs     submissions.inspect_submission
+    merge    the student's cells into the source           merge.merge
+    run      the merged notebook in a sandboxed kernel     execute.run
+    judge    each hidden check's verdict, in the grader    judge.judge
+    score    points and messages per item                  scoring.score_items
+    report   results.json, feedback, executed notebook     report.write_report
+    record   the result with its fingerprint; the run log  state.Batch.record
 
 :func:`grade_batch` collects, plans (students graded already by an earlier run are skipped,
 :mod:`autograder.state`), runs :func:`grade_one` for each submission, ``cfg.jobs`` at a time,
 and writes the gradebook. :func:`grade_one` is the other seven stages for one student. A file
 that cannot be graded skips merge to score and gets its items from the problem found; a
 grader failure on one submission is recorded for that student and never stops the batch.
-Every stage gets and returns frozen dataclasses: :class:`autograder.config.GradeConfig`, the
-:class:`Assignment`, :class:`autograder.submissions.Inspection`,
-:class:`autograder.execute.Execution` with its :class:`autograder.execute.CellRecord` s,
-:class:`autograder.judge.Judgement`, :class:`autograder.report.StudentResult`.
+Stages pass frozen dataclasses: the :class:`autograder.config.GradeConfig` and the
+:class:`Assignment`, read once; then :class:`autograder.submissions.Submission`,
+:class:`autograder.submissions.Inspection`, :class:`autograder.merge.MergeResult`,
+:class:`autograder.execute.Execution` (typed :class:`autograder.execute.CellRecord` s),
+:class:`autograder.judge.Judgement`, :class:`autograder.report.ItemResult` and
+:class:`autograder.report.StudentResult`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from autograder.config import ROOT, GradeConfig
 from autograder.execute import Execution, Workspace, run
 from autograder.judge import Judgement, judge
 from autograder.merge import MergeResult, merge
-from autograder.notebook_format import Item, cell_id, cell_meta, read_notebook, source_text, validate
+from autograder.notebook_format import (
+    Item,
+    cell_id,
+    cell_meta,
+    read_notebook,
+    source_text,
+    validate,
+)
 from autograder.release import ASSIGNMENTS
 from autograder.report import StudentResult, write_gradebook, write_report
 from autograder.scoring import columns, crashed_items, rejected_items, score_items, written_name
@@ -109,16 +118,17 @@ def grade_one(sub: Submission, cfg: GradeConfig, assignment: Assignment, batch: 
     """Grade one collected submission: inspect, merge, run, judge, score, report, record."""
     start = time.perf_counter()
     inspection = inspect_submission(sub, assignment.expected, cfg.max_bytes)
-    merged = execution = judgement = None
+    merged = execution = judgement = merge_s = None
     if inspection.problem is None:
         merged = merge(assignment.notebook, inspection.notebook, assignment.label)
+        merge_s = time.perf_counter() - start  # with reading and inspecting the file
         execution = run(merged.notebook, sub.student, cfg, work)
         judgement = judge(assignment.notebook, execution)
         items = score_items(merged, execution.cells, judgement.verdicts, cfg.timeout,
                             list(assignment.secret), _stopped(execution))
     else:
         items = rejected_items(assignment.items)
-    result = _result(sub, cfg, inspection, merged, execution, judgement, items, start)
+    result = _result(sub, cfg, inspection, merged, execution, judgement, items, start, merge_s)
     write_report(cfg.out, result, execution.executed if execution is not None else None)
     batch.record(result, rejected=inspection.problem is not None)
     return result
@@ -130,7 +140,8 @@ def _stopped(execution: Execution) -> str | None:
 
 def _result(sub: Submission, cfg: GradeConfig, inspection: Inspection,
             merged: MergeResult | None, execution: Execution | None,
-            judgement: Judgement | None, items: list, start: float) -> StudentResult:
+            judgement: Judgement | None, items: list, start: float,
+            merge_s: float | None) -> StudentResult:
     """The student's result: items, notes (collecting, inspecting, merging, the sandbox),
     written answers and timings."""
     notes = [*sub.notes, *(n for n in inspection.notes if n not in sub.notes)]
@@ -148,7 +159,7 @@ def _result(sub: Submission, cfg: GradeConfig, inspection: Inspection,
            if cell_meta(c).get("role") != "hidden"
            and "grader" not in c.get("metadata", {}).get("tags", [])}
     wall = time.perf_counter() - start
-    timings = {"judge_s": judgement.seconds, "run_s": execution.wall_s,
+    timings = {"merge_s": merge_s, "judge_s": judgement.seconds, "run_s": execution.wall_s,
                "cells_s": execution.cells_s,
                "student_cells_s": sum(c.duration for c in execution.cells if c.id in own),
                "wall_s": wall, "overhead_s": wall - execution.cells_s}

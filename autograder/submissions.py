@@ -48,7 +48,7 @@ import time
 import unicodedata
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -66,14 +66,14 @@ READABLE_NBFORMAT = (3, 4)
 CELL_TYPES = ("code", "markdown", "raw")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Submission:
-    """One student's notebook and where it came from."""
+    """One student's notebook and where it came from (the *collect* stage's output)."""
 
     student: str
     path: Path
     origin: str                      # what the instructor passed (file, folder or zip member)
-    notes: list[str] = field(default_factory=list)  # said to the student in the feedback
+    notes: tuple[str, ...] = ()      # said to the student in the feedback
     problem: str | None = None       # why it cannot be graded, when known while collecting
 
 
@@ -168,7 +168,7 @@ def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: 
                                             if len(ignored) > 10 else "")
         if key not in groups:
             subs.append(Submission(
-                sanitize_id(key), folders[key], f"{origin}/{key}", [],
+                sanitize_id(key), folders[key], f"{origin}/{key}", (),
                 f"No notebook (.ipynb file) was found in your submission, only: {listed}. "
                 "Nothing was graded: submit the .ipynb file you worked in (Jupyter: File > "
                 "Download; Colab: File > Download > Download .ipynb)."))
@@ -176,11 +176,9 @@ def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: 
         chosen, notes = _pick(groups[key], assignment)
         if ignored:
             notes.append(f"Ignored, not notebooks: {listed}.")
-        sub = Submission(sanitize_id(key), chosen.path or root / chosen.rel.as_posix(),
-                         f"{origin}/{chosen.rel.as_posix()}", notes)
-        if chosen.path is None:
-            sub.problem = too_large_message(chosen.size, max_bytes)
-        subs.append(sub)
+        problem = None if chosen.path is not None else too_large_message(chosen.size, max_bytes)
+        subs.append(Submission(sanitize_id(key), chosen.path or root / chosen.rel.as_posix(),
+                               f"{origin}/{chosen.rel.as_posix()}", tuple(notes), problem))
     return subs
 
 
@@ -329,17 +327,18 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
             raise FileNotFoundError(f"{raw}: not a notebook, a folder or a .zip file")
     original = {sub.student for sub in subs}  # ids students really have are never handed out again
     taken: set[str] = set()
+    unique = []
     for sub in sorted(subs, key=lambda s: (s.student, s.origin)):
         name, count = sub.student, 1
         while name in taken or (count > 1 and name in original):
             count += 1
             name = f"{sub.student}-{count}"
         if name != sub.student:
-            sub.notes.append(f"Another submission had the id {sub.student!r}; this one is "
-                             f"graded as {name}.")
-            sub.student = name
+            note = f"Another submission had the id {sub.student!r}; this one is graded as {name}."
+            sub = replace(sub, student=name, notes=(*sub.notes, note))
         taken.add(name)
-    return sorted(subs, key=lambda s: s.student)
+        unique.append(sub)
+    return sorted(unique, key=lambda s: s.student)
 
 
 # --- what is wrong with a file ----------------------------------------------------------------
