@@ -1,10 +1,10 @@
 """Every sentence the grader writes into a student's feedback, and the redaction it passes.
 
-Scoring (:mod:`autograder.scoring`), merging (:mod:`autograder.merge`) and the pipeline
+Collecting and inspecting files (:mod:`autograder.submissions`), merging
+(:mod:`autograder.merge`), scoring (:mod:`autograder.scoring`) and the pipeline
 (:mod:`autograder.pipeline`) decide *what* happened; the words for it are here, so that the
-feedback's tone and promises can be read, reviewed and changed in one file. Texts about a file
-that cannot be graded at all (not JSON, too large, ...) stay with the checks that find them,
-in :mod:`autograder.submissions`; a verdict's own message comes from the hidden check.
+feedback's tone and promises can be read, reviewed and changed in one file. Only a verdict's
+own message comes from elsewhere: the hidden check that failed (:mod:`autograder.checks`).
 
 Nothing a student sees may hold a hidden check's source: every text that comes from the kernel
 or a verdict goes through :func:`redact`.
@@ -159,3 +159,134 @@ def added_definitions(cells: list[int]) -> str:
     return ("Cells you added (" + ", ".join(map(str, cells)) + ") define functions or classes "
             "but are not run by the grader: helper code belongs inside the graded cell that "
             "uses it.")
+
+
+# --- collecting and inspecting the submitted files (autograder.submissions) -------------------
+
+UNREADABLE = "Your notebook could not be read: "
+DOWNLOAD = "(Jupyter: File > Download; Colab: File > Download > Download .ipynb)"
+RESUBMIT = (" Nothing was graded. Open your notebook in Jupyter (or Colab), check that your "
+            "work is there, save it, and submit the .ipynb file again " + DOWNLOAD + ".")
+#: What a file that starts with these bytes is.
+FILE_SIGNATURES = [(b"%PDF", "a PDF document"),
+                   (b"PK\x03\x04", "a zip archive (a zipped notebook, or a Word or other "
+                    "Office file?)"),
+                   (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image")]
+
+
+def several_notebooks(chosen: str, why: str, ignored: str) -> str:
+    return (f"Several notebooks were submitted; graded {chosen} ({why}); ignored {ignored}. "
+            "Submit a single notebook to choose it yourself.")
+
+
+def not_notebooks(listed: str) -> str:
+    return f"Ignored, not notebooks: {listed}."
+
+
+def no_notebook(listed: str) -> str:
+    return (f"No notebook (.ipynb file) was found in your submission, only: {listed}. Nothing "
+            f"was graded: submit the .ipynb file you worked in {DOWNLOAD}.")
+
+
+def renamed(student: str, name: str) -> str:
+    return f"Another submission had the id {student!r}; this one is graded as {name}."
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def too_large(size: int, max_bytes: int | None) -> str:
+    return (f"Your notebook is too large: {_mb(size)}, over the grader's limit of "
+            f"{_mb(max_bytes or 0)}, so it was not graded. Outputs (images, long printouts) "
+            "are usually what makes a notebook big: clear them (Jupyter: Edit > Clear Outputs "
+            "of All Cells; Colab: Edit > Clear all outputs), save, and submit it again.")
+
+
+def unreadable(reason: str) -> str:
+    """A file the grader cannot read: ``reason`` says what it found, then what to do."""
+    return f"{UNREADABLE}{reason}{RESUBMIT}"
+
+
+def cannot_open(strerror: str) -> str:
+    return unreadable(f"the file could not be opened ({strerror}).")
+
+
+def empty_file(size: int) -> str:
+    return unreadable(f"the file is empty ({size} bytes): was it saved before it was "
+                      "uploaded?")
+
+
+def other_file_type(what: str) -> str:
+    return unreadable(f"the file is {what}, not a notebook.")
+
+
+def byte_order_mark() -> str:
+    return unreadable("the file starts with a byte-order mark, which some text editors (e.g. "
+                      "Notepad) add and Jupyter cannot read: do not edit the notebook in a "
+                      "text editor.")
+
+
+def not_utf8(byte: int, position: int) -> str:
+    return unreadable(f"the file is not UTF-8 text (byte 0x{byte:02x} at position {position}), "
+                      "so it is not a notebook Jupyter saved; it may be another kind of file "
+                      "renamed .ipynb.")
+
+
+def not_json(line: int, column: int, msg: str, web_page: bool) -> str:
+    hint = (" It is a web page (saved from the browser?), not the notebook file." if web_page
+            else " The file is damaged or was edited as text.")
+    return unreadable(f"it is not valid JSON (line {line}, column {column}: {msg}), and every "
+                      f"notebook file is JSON.{hint}")
+
+
+def json_not_object(kind: str) -> str:
+    return unreadable(f"it is JSON but not a notebook: it holds a {kind}, not an object with "
+                      "\"cells\", \"metadata\" and \"nbformat\".")
+
+
+def json_without_cells(keys: str) -> str:
+    return unreadable(f"it is JSON but not a notebook: it has no \"cells\" (its keys: {keys}).")
+
+
+def no_nbformat() -> str:
+    return unreadable("it has no \"nbformat\" version number, so the grader cannot tell how "
+                      "to read it (Jupyter always writes one).")
+
+
+def unknown_nbformat(version) -> str:
+    return unreadable(f"it is in nbformat {version!r}, a version the grader cannot read: it "
+                      "reads nbformat 4 (what current Jupyter, JupyterLab, Colab and VS Code "
+                      "write) and converts nbformat 3.")
+
+
+NBFORMAT3_CONVERTED = ("Your notebook was saved in the old nbformat 3 format; the grader "
+                       "converted it to nbformat 4. Save it with a current Jupyter next time.")
+
+
+def nbformat3_without_worksheets() -> str:
+    return unreadable("it says nbformat 3 but has no \"worksheets\" list.")
+
+
+def cells_not_a_list(kind: str) -> str:
+    return unreadable(f"its \"cells\" is not a list of cells (it is {kind}).")
+
+
+def not_a_cell(n: int) -> str:
+    return unreadable(f"cell {n} is not a notebook cell (a cell has a \"cell_type\" of code, "
+                      "markdown or raw and a \"source\"); was the file edited as text?")
+
+
+def no_cells() -> str:
+    return ("Your notebook has no cells: it is empty (what a new notebook looks like), so there "
+            "was nothing to grade. Check that you submitted the file you worked in." + RESUBMIT)
+
+
+def rejected_by_nbformat(ename: str, text: str) -> str:
+    return unreadable(f"{ename}: {text}.")
+
+
+def other_assignment(other: str, assignment: str, wanted: str, why: str) -> str:
+    return (f"This looks like the {other} notebook, not the {assignment} one: it has none of "
+            f"the {assignment} notebook's graded cells ({wanted}, ...) and {why}. Nothing was "
+            f"graded: submit your {assignment} notebook ({assignment}.ipynb) instead.")

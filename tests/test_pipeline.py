@@ -142,3 +142,27 @@ def test_a_file_that_cannot_be_graded_skips_merge_to_score(tmp_path, monkeypatch
     (result,) = outcome.results
     assert result.auto_score == 0.0 and "not valid JSON" in result.error
     assert outcome.batch.counts["rejected"] == 1
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, expected", [
+    ({"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": 1},
+     'it says nbformat 3 but has no "worksheets" list'),
+    ({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+      "cells": [{"cell_type": "code", "source": "x", "metadata": 5, "id": ["a"]}]},
+     "Your notebook could not be read: ValidationError"),
+])
+def test_malformed_cell_fields_are_inspected_without_an_exception(tmp_path, content, expected):
+    """Once an internal grader error: a worksheets number, non-dict metadata, a list as id."""
+    import json
+
+    import nbformat
+
+    from autograder.submissions import Expected, inspect_notebook
+
+    path = tmp_path / "odd.ipynb"
+    path.write_text(json.dumps(content))
+    source = nbformat.read(str(SOURCE / "toy.ipynb"), as_version=4)
+    found = inspect_notebook(path, Expected.from_source(source, "toy", SOURCE))
+    assert expected in found.problem
