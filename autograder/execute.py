@@ -18,6 +18,7 @@ from pathlib import Path
 from queue import Queue
 from typing import Literal, get_args
 
+from autograder.config import GradeConfig
 from autograder.runner import Limits, RunResult, kernel_env, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,6 @@ class CellRecord:
     skipped. ``observations``: the payloads a hidden check published, still encoded.
     """
 
-    index: int                     # position among the notebook's code cells
     id: str | None
     status: Status
     duration: float = 0.0          # seconds
@@ -55,14 +55,14 @@ class CellRecord:
     @classmethod
     def from_plugin(cls, rec: dict) -> CellRecord:
         """The record from the plugin's JSON dict (keys as in ``pytest_runtest_makereport``)."""
-        return cls(index=int(rec["index"]), id=rec.get("id"), status=rec["status"],
+        return cls(id=rec.get("id"), status=rec["status"],
                    duration=float(rec.get("duration") or 0.0), ename=rec.get("ename"),
                    evalue=rec.get("evalue"), observations=tuple(rec.get("observations") or ()))
 
 
 @dataclass(frozen=True)
 class Execution:
-    """What running one submission gave: a record per executed code cell, in order."""
+    """What running one submission gave: a record per executed code cell, in notebook order."""
 
     cells: tuple[CellRecord, ...]
     executed: object | None        # the executed notebook (instructor's copy), if any came back
@@ -91,7 +91,7 @@ class Workspace:
     gpus: Queue | None = None      # free GPU ids, one taken per running submission
 
 
-def sandbox_limits(cfg, unpacked: Path) -> Limits:
+def sandbox_limits(cfg: GradeConfig, unpacked: Path) -> Limits:
     """The kernel's limits, and the folders it must not see: the instructor's source (hidden
     checks), the output folder (everyone's results), the unpacked and submitted files."""
     hide = {Path(cfg.source_dir).resolve(), Path(cfg.out).resolve(), unpacked.resolve()}
@@ -117,7 +117,7 @@ def _culprit(cells: list[dict]) -> int | None:
     return None
 
 
-def run_until_done(nb, workdir: Path, cfg, env: dict, limits: Limits,
+def run_until_done(nb, workdir: Path, cfg: GradeConfig, env: dict, limits: Limits,
                    attempts: int = MAX_RERUNS) -> RunResult:
     """Execute ``nb``; when a cell kills the kernel, run again without it (at most
     ``attempts`` times), so that later items that do not depend on it are still graded.
@@ -152,7 +152,7 @@ def run_until_done(nb, workdir: Path, cfg, env: dict, limits: Limits,
     return run
 
 
-def run(nb, student: str, cfg, work: Workspace) -> Execution:
+def run(nb, student: str, cfg: GradeConfig, work: Workspace) -> Execution:
     """Execute the merged notebook ``nb`` of ``student`` in a fresh folder of ``work``, on a
     GPU of its own when grading on CUDA (given back when done)."""
     gpu = work.gpus.get() if work.gpus is not None else None

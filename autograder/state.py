@@ -50,6 +50,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from autograder.config import GradeConfig
 from autograder.report import (
     ItemResult,
     StudentResult,
@@ -136,7 +137,7 @@ def load_result(data: dict) -> StudentResult:
 class Batch:
     """One run of ``grade``: what to skip, what to reject, what to log and write."""
 
-    def __init__(self, cfg, source_sha: str, argv: list[str] | None = None,
+    def __init__(self, cfg: GradeConfig, source_sha: str, argv: list[str] | None = None,
                  warnings: list[str] = ()):
         self.cfg, self.out = cfg, cfg.out
         self.started = time.perf_counter()

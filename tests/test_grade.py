@@ -249,7 +249,7 @@ def test_partial_credit_given_by_a_verdict_earns_its_fraction():
     source = read_notebook(SOURCE / "toy.ipynb")
     merged = merge.merge(source, read_notebook(STUDENTS / "correct.ipynb"))
     code = [c for c in merged.notebook.cells if c.cell_type == "code"]
-    cells = [CellRecord(n, c.id, "passed") for n, c in enumerate(code)]
+    cells = [CellRecord(c.id, "passed") for c in code]
     verdicts = {c.id: Verdict("passed", "", 1.0) for c in code}
     verdicts["toy-kl-hidden"] = Verdict("passed", "one of four values right", 0.25)
     items = {i.item: i for i in scoring.score_items(merged, cells, verdicts, 10, [])}
@@ -260,8 +260,7 @@ def test_partial_credit_given_by_a_verdict_earns_its_fraction():
 def test_a_check_whose_kernel_part_passed_without_a_passing_verdict_earns_nothing():
     source = read_notebook(SOURCE / "toy.ipynb")
     merged = merge.merge(source, read_notebook(STUDENTS / "correct.ipynb"))
-    cells = [CellRecord(n, c.id, "passed")
-             for n, c in enumerate(c for c in merged.notebook.cells if c.cell_type == "code")]
+    cells = [CellRecord(c.id, "passed") for c in merged.notebook.cells if c.cell_type == "code"]
     items = {i.item: i for i in scoring.score_items(merged, cells, {}, 10, [])}
     assert all(items[name].score == 0 for name in ("kl", "train", "alpha_bar"))
 

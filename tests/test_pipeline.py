@@ -97,7 +97,7 @@ def test_options_become_config_fields_resolved_once():
 def test_a_plugin_record_becomes_a_typed_cell_record():
     rec = CellRecord.from_plugin({"index": 3, "id": "c", "status": "failed", "duration": 0.5,
                                   "ename": "ValueError", "evalue": "bad", "observations": [{}]})
-    assert rec == CellRecord(3, "c", "failed", 0.5, "ValueError", "bad", ({},))
+    assert rec == CellRecord("c", "failed", 0.5, "ValueError", "bad", ({},))
     with pytest.raises(ValueError, match="unknown cell status 'exploded'"):
         CellRecord.from_plugin({"index": 0, "id": "c", "status": "exploded"})
 
@@ -120,8 +120,8 @@ def test_the_stages_run_in_the_documented_order(tmp_path, monkeypatch):
 
     def run(nb, student, cfg, work):  # no kernel: every cell passed, in no time
         calls.append("run")
-        return Execution(tuple(CellRecord(n, c.id, "passed") for n, c in
-                               enumerate(c for c in nb.cells if c.cell_type == "code")), None, 0.0)
+        return Execution(tuple(CellRecord(c.id, "passed") for c in nb.cells
+                               if c.cell_type == "code"), None, 0.0)
 
     monkeypatch.setattr(pipeline, "run", run)
     monkeypatch.setattr(state.Batch, "record", spy("record", state.Batch.record))
