@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
+from autograder import messages
 from autograder.checks import split_check
 from autograder.notebook_format import (
     Item,
@@ -42,7 +43,7 @@ from autograder.notebook_format import (
     source_text,
     validate,
 )
-from autograder.release import ANSWER_PLACEHOLDER, strip_regions
+from autograder.release import strip_regions
 
 GRADER_TAG = "grader"
 #: A content match needs at least this score (names defined in common + text similarity).
@@ -61,22 +62,19 @@ __dgm_reset_seeds({seed})
 del __dgm_reset_seeds'''
 
 
-@dataclass
+@dataclass(frozen=True)
 class Match:
     """How the student's cell for one graded or written source cell was found."""
 
-    source_id: str
     item: str
     how: str                    # "id", "metadata", "content" or "missing"
     student_index: int | None   # position in the student's notebook
-    score: float = 1.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class MergeResult:
     notebook: nbformat.NotebookNode
     items: dict[str, Item]
-    matches: dict[str, Match]          # by source cell id (graded and written cells)
     written: dict[str, str]            # written cell id -> the student's markdown
     notes: dict[str, list[str]] = field(default_factory=dict)  # item ("" = general) -> notes
 
@@ -146,7 +144,7 @@ def match_cells(source, student, notebook: str = "<source>") -> dict[str, Match]
         cid = cell_id(src)
         hits = [j for j in by_id.get(cid, []) if student.cells[j].cell_type == src.cell_type]
         if hits:
-            matches[cid] = Match(cid, cell_meta(src)["item"], "id", hits[-1])
+            matches[cid] = Match(cell_meta(src)["item"], "id", hits[-1])
             used.update(hits)
 
     for _, src in targets:
@@ -158,7 +156,7 @@ def match_cells(source, student, notebook: str = "<source>") -> dict[str, Match]
                 and c.cell_type == src.cell_type and cell_meta(c).get("item") == meta["item"]
                 and _student_role(c) == meta["role"]]
         if len(hits) == 1:
-            matches[cid] = Match(cid, meta["item"], "metadata", hits[0])
+            matches[cid] = Match(meta["item"], "metadata", hits[0])
             used.add(hits[0])
 
     n_src, n_stu = max(len(source.cells) - 1, 1), max(len(student.cells) - 1, 1)
@@ -176,9 +174,9 @@ def match_cells(source, student, notebook: str = "<source>") -> dict[str, Match]
                 best, best_score = j, score
         meta = cell_meta(src)
         if best is None:
-            matches[cid] = Match(cid, meta["item"], "missing", None, 0.0)
+            matches[cid] = Match(meta["item"], "missing", None)
         else:
-            matches[cid] = Match(cid, meta["item"], "content", best, best_score)
+            matches[cid] = Match(meta["item"], "content", best)
             used.add(best)
     return matches
 
@@ -197,7 +195,7 @@ def merge(source, student, notebook: str = "<source>") -> MergeResult:
     merged = nbformat.v4.new_notebook()
     merged.metadata = copy.deepcopy(source.metadata)
     merged.nbformat, merged.nbformat_minor = 4, 5
-    result = MergeResult(merged, items, matches, {})
+    result = MergeResult(merged, items, {})
 
     hidden_after: dict[str, list] = {}
     for cell in source.cells:
@@ -224,18 +222,13 @@ def merge(source, student, notebook: str = "<source>") -> MergeResult:
             item = match.item
             if match.student_index is None:
                 new.source = strip_regions(source_text(cell), cell.cell_type, notebook, cid)
-                what = "code" if role == "graded" else "answer"
-                result.note(item, f"Your {what} for cell `{cid}` was not found in the "
-                                  "submitted notebook, so it was graded as left undone.")
+                result.note(item, messages.cell_not_found(cid, role))
             else:
                 new.source = source_text(student.cells[match.student_index])
                 if match.how == "content":
-                    result.note(item, f"Cell `{cid}` had lost its id and tags (some editors, "
-                                      "e.g. Colab or VS Code, drop them), so your cell "
-                                      f"{match.student_index + 1} was matched by position and "
-                                      "content.")
+                    result.note(item, messages.matched_by_content(cid, match.student_index))
                 elif match.how == "metadata":
-                    result.note(item, f"Cell `{cid}` was found by its item tag, not its id.")
+                    result.note(item, messages.matched_by_tag(cid))
             if role == "written":
                 result.written[cid] = new.source
         emit(new, role)
@@ -244,9 +237,7 @@ def merge(source, student, notebook: str = "<source>") -> MergeResult:
     extra = [j + 1 for j, c in enumerate(student.cells) if j not in used
              and c.cell_type == "code" and _is_new_definition(source, source_text(c))]
     if extra:
-        result.note("", "Cells you added (" + ", ".join(map(str, extra)) + ") define functions "
-                    "or classes but are not run by the grader: helper code belongs inside "
-                    "the graded cell that uses it.")
+        result.note("", messages.added_definitions(extra))
     return result
 
 
@@ -265,8 +256,3 @@ def _clean(cell):
         cell.outputs = []
         cell.execution_count = None
     return cell
-
-
-def is_answered(text: str) -> bool:
-    """False when a written answer still holds the release placeholder."""
-    return ANSWER_PLACEHOLDER not in text

@@ -14,19 +14,17 @@ to pytest over Unix sockets in its own folder (Jupyter's ``ipc`` transport), sin
 namespace has no network. The merged notebook is deleted from the kernel's folder once pytest
 has read it.
 
-For every nbval cell item it records: the cell's index, id, ``metadata.dgm`` and whether it is
-a grader cell; ``status`` (passed, failed, timeout, crashed: the kernel died while running
+For every nbval cell item it records (as :class:`autograder.execute.CellRecord` reads it):
+the cell's index, id; ``status`` (passed, failed, timeout, crashed: the kernel died while running
 it, error: the kernel was already dead, skipped); ``ename`` and ``evalue``
 of the exception the cell raised (only those: never nbval's failure report, which prints the
 cell source, nor the traceback); the cell's duration; and for a hidden check the measurements
 it published (:mod:`autograder.observe`), from which the grader decides its verdict.
 
-Four things differ from plain nbval: a dead kernel is noticed within a second rather than
-after the cell timeout; it waits longer for a cell's outputs once the kernel replied (a
-loaded machine is slow, not broken); a cell that timed out does not mark every later cell
-as an expected failure (nbval's default), so the later checks still count when the kernel
-survived the interrupt; and failure reports are shortened to the exception's last line, so
-even the grader's log holds no hidden source.
+What differs from plain nbval is patched into nbval's internals in
+:mod:`autograder.nbval_patches` (kernel start, dead kernels, output wait, timeouts), with a
+version check; failure reports are shortened here to the exception's last line, so even the
+grader's log holds no hidden source.
 """
 
 from __future__ import annotations
@@ -34,15 +32,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from queue import Empty
 
 import nbformat
 import pytest
 
+from autograder import nbval_patches
 from autograder.observe import MIME as OBSERVATION_MIME
-
-#: Seconds to wait for a cell's outputs once the kernel has replied (nbval's default is 5).
-OUTPUT_TIMEOUT = 30
 #: Characters of text kept per output, and bytes of all outputs kept per cell, in the executed
 #: notebook: a cell that prints gigabytes must not sink the grader or the instructor's copy.
 TEXT_LIMIT = 20_000
@@ -79,44 +74,7 @@ def _bounded_outputs(outputs) -> list:
         kept.append(out)
     return kept
 
-_state: dict = {"fd": None, "sandbox": None, "cells": [], "nb": None, "started": None}
-
-
-def _patch_kernel_start() -> None:
-    """nbval starts kernels with ``jupyter_client.start_new_kernel``: start ours instead, over
-    Unix sockets in the kernel's folder and through the sandbox launcher when one is set."""
-    import sys
-
-    import nbval.kernel
-    from jupyter_client.manager import KernelManager
-
-    if getattr(nbval.kernel, "_dgm_patched", False):
-        return
-
-    class SandboxedKernelManager(KernelManager):
-        def format_kernel_cmd(self, extra_arguments=None):
-            cmd = super().format_kernel_cmd(extra_arguments)
-            if _state["sandbox"]:
-                cmd = [sys.executable, "-m", "autograder.sandbox", _state["sandbox"], "--", *cmd]
-            return cmd
-
-    def start_new_kernel(startup_timeout=60, kernel_name="python", **kwargs):
-        cwd = kwargs.get("cwd") or os.getcwd()
-        km = SandboxedKernelManager(kernel_name=kernel_name, transport="ipc",
-                                    ip=os.path.join(cwd, "kernel"))
-        km.start_kernel(**kwargs)
-        kc = km.client()
-        kc.start_channels()
-        try:
-            kc.wait_for_ready(timeout=startup_timeout)
-        except RuntimeError:
-            kc.stop_channels()
-            km.shutdown_kernel()
-            raise
-        return km, kc
-
-    nbval.kernel.start_new_kernel = start_new_kernel
-    nbval.kernel._dgm_patched = True
+_state: dict = {"fd": None, "cells": [], "nb": None, "started": None}
 
 
 def _undumpable() -> None:
@@ -130,43 +88,10 @@ def _undumpable() -> None:
         pass
 
 
-def _patch_nbval_kernel() -> None:
-    """Make nbval notice a dead kernel within a second instead of waiting out the timeout.
-
-    nbval waits for a cell's reply for the whole cell timeout even when the kernel died (a
-    crash, ``os._exit``, the out-of-memory killer); then every later cell fails. Messages are
-    awaited in one-second slices here, and a dead kernel ends the wait at once, flagged so
-    the cell is reported as ``crashed``.
-    """
-    from nbval.kernel import RunningKernel
-
-    if getattr(RunningKernel, "_dgm_patched", False):
-        return
-    original = RunningKernel.get_message
-
-    def get_message(self, stream, timeout=None):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            step = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-            try:
-                return original(self, stream, timeout=step)
-            except Empty:
-                if not self.is_alive():
-                    self._dgm_died = True
-                    raise
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-
-    RunningKernel.get_message = get_message
-    RunningKernel._dgm_patched = True
-
-
 def pytest_configure(config):
-    _patch_nbval_kernel()
     fd = os.environ.pop("DGM_GRADER_FD", "")
     _state["fd"] = int(fd) if fd.isdigit() else None
-    _state["sandbox"] = os.environ.pop("DGM_GRADER_SANDBOX", None) or None
-    _patch_kernel_start()
+    nbval_patches.apply(sandbox=os.environ.pop("DGM_GRADER_SANDBOX", None) or None)
     _undumpable()
     _state["started"] = time.perf_counter()
 
@@ -190,14 +115,8 @@ def _is_cell(item) -> bool:
 def pytest_runtest_setup(item):
     if not _is_cell(item):
         return
-    # nbval waits only 5 s for a cell's output messages after its reply, then kills the
-    # kernel: on a loaded machine that is a lost submission, not a slow one.
-    item.output_timeout = max(getattr(item, "output_timeout", 5), OUTPUT_TIMEOUT)
-    parent = item.parent
-    kernel = getattr(parent, "kernel", None)
-    if getattr(parent, "timed_out", False) and kernel is not None and kernel.is_alive():
-        parent.timed_out = False  # the interrupt worked: later cells are graded normally
-    _state["nb"] = getattr(parent, "nb", None)
+    nbval_patches.prepare_cell(item)
+    _state["nb"] = getattr(item.parent, "nb", None)
 
 
 def _error_output(outputs):
@@ -228,28 +147,25 @@ def pytest_runtest_makereport(item, call):
     if call.when == "setup" and call.excinfo is None:
         return
     outputs = list(getattr(item, "test_outputs", None) or [])
+    meta = item.cell.get("metadata", {}).get("dgm", {})
     record = {
         "index": item.cell_num,
         "id": item.cell.get("id"),
-        "dgm": dict(item.cell.get("metadata", {}).get("dgm", {}) or {}),
-        "grader": "grader" in (item.cell.get("metadata", {}).get("tags", []) or []),
         "duration": round(call.duration, 4),
         "status": "passed",
         "ename": None,
         "evalue": None,
         "observations": [],
     }
-    if record["dgm"].get("role") == "hidden":
+    if isinstance(meta, dict) and meta.get("role") == "hidden":
         record["observations"] = _observations(outputs)
     if call.excinfo is not None:
         exc = call.excinfo.value
         text = str(exc)
         err = _error_output(outputs)
-        kernel = getattr(item.parent, "kernel", None)
         if call.excinfo.errisinstance(pytest.skip.Exception):
             record["status"] = "skipped"
-        elif kernel is not None and getattr(kernel, "_dgm_died", False):
-            kernel._dgm_died = False  # only this cell killed it; later ones find it dead
+        elif nbval_patches.kernel_died(getattr(item.parent, "kernel", None)):
             record["status"] = "crashed"
         elif "Timeout" in text or (err is not None and err.get("ename") == "KeyboardInterrupt"
                                    and getattr(item.parent, "timed_out", False)):

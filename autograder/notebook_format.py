@@ -58,10 +58,7 @@ class NotebookFormatError(ValueError):
     """A homework notebook breaks the format; the message names the notebook and the cell."""
 
     def __init__(self, notebook: str | Path, cell_id: str | None, message: str):
-        self.notebook = str(notebook)
-        self.cell_id = cell_id
-        self.reason = message
-        where = f"{self.notebook}, cell {cell_id!r}" if cell_id else self.notebook
+        where = f"{notebook}, cell {cell_id!r}" if cell_id else str(notebook)
         super().__init__(f"{where}: {message}")
 
 

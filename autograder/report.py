@@ -21,8 +21,8 @@ points in), ``auto_score``, ``written_pending`` (points still to grade by hand),
 keeps the written points already typed in.
 
 Nothing here ever sees a hidden check's source or a traceback: messages are built by
-:mod:`autograder.grade` from the exception's message only, and hidden-source lines are
-redacted there too.
+:mod:`autograder.scoring` from the exception's message only, in the words of
+:mod:`autograder.messages`, which redacts hidden-source lines.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PENDING = "pending"
-@dataclass
+
+
+@dataclass(frozen=True)
 class ItemResult:
     """The grade of one item for one student."""
 
@@ -50,7 +52,7 @@ class ItemResult:
     checks: list[dict] = field(default_factory=list)  # per hidden cell: id, points, earned, status
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudentResult:
     """Everything graded for one student."""
 
@@ -203,6 +205,14 @@ def write_student(out: Path, res: StudentResult, executed=None, extra: dict | No
         import nbformat
 
         atomic_write(folder / "executed.ipynb", nbformat.writes(executed))
+
+
+def write_report(out: Path, res: StudentResult, executed=None) -> None:
+    """The *report* stage: write ``out/<student>/`` for this grading. An ``executed.ipynb`` left
+    by an earlier grading of the student is removed when this one ran nothing."""
+    write_student(out, res, executed)
+    if executed is None:
+        (out / res.student / "executed.ipynb").unlink(missing_ok=True)
 
 
 def _read_results(out: Path, assignment: str) -> list[dict]:

@@ -30,8 +30,12 @@ grader holds and written again if it differs (event ``restored``), and the grade
 built from memory (:meth:`Batch.gradebook_rows`).
 
 **Bad submissions.** Before a notebook runs, :func:`autograder.submissions.inspect_notebook`
-says what is wrong with it, if anything; such a submission is not run, and its results say
-why (:func:`rejected_result`).
+says what is wrong with it, if anything; such a submission is not run, its results say why
+(:func:`autograder.scoring.rejected_items`), and it is counted as rejected here.
+
+The pipeline (:mod:`autograder.pipeline`) calls :meth:`Batch.plan` once, then per submission
+:meth:`Batch.start` and, at the end of its grading, :meth:`Batch.record` (the *record* stage),
+then :meth:`Batch.finish`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from autograder.config import GradeConfig
 from autograder.report import (
     ItemResult,
     StudentResult,
@@ -54,7 +59,7 @@ from autograder.report import (
     results_json_text,
     write_student,
 )
-from autograder.submissions import DEFAULT_MAX_MB, Expected, Submission, inspect_notebook
+from autograder.submissions import Submission
 
 #: Part of every fingerprint: raise it when the grader changes what a grade means, so that
 #: results of older graders are graded again.
@@ -129,35 +134,16 @@ def load_result(data: dict) -> StudentResult:
                          dict(extra.get("timings", {})), extra.get("error"))
 
 
-def rejected_result(sub: Submission, args, items_meta: dict, problem: str,
-                    wall_s: float = 0.0) -> StudentResult:
-    """The results of a submission that could not be graded: 0 on every auto-graded item,
-    written items pending, ``problem`` as the error."""
-    why = "Not graded: the submitted file could not be graded (see the message above)."
-    items = []
-    for name, it in items_meta.items():
-        if it.hidden:
-            items.append(ItemResult(name, "auto", float(it.hidden_points), 0.0, [why]))
-        if it.written:
-            items.append(ItemResult(name if not it.hidden else f"{name} (written)", "written",
-                                    float(it.written_points), None, [why]))
-    return StudentResult(sub.student, args.assignment, items, list(sub.notes), {},
-                         args.profile, getattr(args, "resolved_device", ""), {"wall_s": wall_s},
-                         problem)
-
-
 class Batch:
     """One run of ``grade``: what to skip, what to reject, what to log and write."""
 
-    def __init__(self, out: Path, args, source_path: Path, source, items_meta: dict,
-                 argv: list[str] | None = None, warnings: list[str] = ()):
-        self.out, self.args, self.items_meta = out, args, items_meta
+    def __init__(self, cfg: GradeConfig, source_sha: str, argv: list[str] | None = None,
+                 warnings: list[str] = ()):
+        self.cfg, self.out = cfg, cfg.out
         self.started = time.perf_counter()
-        self.expected = Expected.from_source(source, args.assignment, args.source)
-        self.max_bytes = int(float(getattr(args, "max_size_mb", DEFAULT_MAX_MB)) * 2**20)
-        self.source_sha = sha256_file(source_path)
-        self.log = RunLog(out / LOG_NAME)
-        self.snapshot = read_snapshot(out)  # before any student code runs
+        self.source_sha = source_sha
+        self.log = RunLog(self.out / LOG_NAME)
+        self.snapshot = read_snapshot(self.out)  # before any student code runs
         self.fingerprints: dict[str, dict] = {}
         self.extras: dict[str, dict] = {}
         self.reasons: dict[str, str] = {}
@@ -169,9 +155,9 @@ class Batch:
         self._running = False
         self._previous_sigint = None
         self.log.event("batch_start", argv=list(sys.argv[1:] if argv is None else argv),
-                       assignment=args.assignment, profile=args.profile,
-                       source=str(source_path), source_sha256=self.source_sha,
-                       regrade=bool(getattr(args, "regrade", False)), pid=os.getpid())
+                       assignment=cfg.assignment, profile=cfg.profile,
+                       source=str(cfg.source_path), source_sha256=self.source_sha,
+                       regrade=cfg.regrade, pid=os.getpid())
         for text in warnings:
             print(f"warning: {text}", file=sys.stderr)
             self.log.event("warning", message=text)
@@ -185,9 +171,9 @@ class Batch:
         else:  # nothing on disk to hash: the problem found while collecting stands for it
             digest = hashlib.sha256(f"{sub.origin}\n{sub.problem}".encode()).hexdigest()
             size = 0
-        return {"format": FORMAT, "assignment": self.args.assignment,
-                "profile": self.args.profile, "source_sha256": self.source_sha,
-                "submission_sha256": digest, "over_size_limit": size > self.max_bytes}
+        return {"format": FORMAT, "assignment": self.cfg.assignment,
+                "profile": self.cfg.profile, "source_sha256": self.source_sha,
+                "submission_sha256": digest, "over_size_limit": size > self.cfg.max_bytes}
 
     def plan(self, subs: list[Submission]) -> list[Submission]:
         """The submissions to grade; those graded already by an earlier run (same
@@ -199,8 +185,7 @@ class Batch:
             text, data = self.snapshot.get(sub.student, ("", {}))
             extra = data.get("extra_data", {})
             old = extra.get("fingerprint")
-            if old == fp and extra.get("student") == sub.student and not getattr(
-                    self.args, "regrade", False):
+            if old == fp and extra.get("student") == sub.student and not self.cfg.regrade:
                 try:
                     self.skipped.append(load_result(data))
                 except (KeyError, TypeError, ValueError):
@@ -211,7 +196,7 @@ class Batch:
                                           "profile")
                     continue
             self.reasons[sub.student] = (
-                "--regrade" if data and getattr(self.args, "regrade", False) else
+                "--regrade" if data and self.cfg.regrade else
                 "not graded before" if not data else
                 "earlier grading did not complete" if not old else
                 "submission changed" if old.get("submission_sha256") != fp["submission_sha256"]
@@ -238,38 +223,28 @@ class Batch:
 
     # --- grading one submission ------------------------------------------------------------
 
-    def grade(self, sub: Submission, grade_fn, *grade_args) -> StudentResult | None:
-        """Inspect ``sub``; grade it with ``grade_fn(sub, *grade_args)`` when it can be
-        graded, else make its results from the problem; record either. None when the batch
-        was interrupted before it started."""
+    def start(self, sub: Submission) -> bool:
+        """Log that ``sub`` starts; False (logged as not started) once the batch was
+        interrupted."""
         if self.interrupted:
             self.not_started.append(sub.student)
             self.log.event("not_started", student=sub.student, reason="interrupted")
-            return None
-        start = time.perf_counter()
+            return False
         self.log.event("started", student=sub.student, origin=sub.origin,
                        reason=self.reasons.get(sub.student))
-        problem = sub.problem
-        if problem is None:
-            found = inspect_notebook(sub.path, self.expected, self.max_bytes)
-            problem = found.problem
-            sub.notes.extend(n for n in found.notes if n not in sub.notes)
-        if problem is not None:
-            result = rejected_result(sub, self.args, self.items_meta, problem,
-                                     time.perf_counter() - start)
-            self.rejected.add(sub.student)
-            (self.out / sub.student / "executed.ipynb").unlink(missing_ok=True)
-        else:
-            result = grade_fn(sub, *grade_args)
-        self.record(result, complete=not self.interrupted)
-        return result
+        return True
 
-    def record(self, result: StudentResult, complete: bool = True) -> None:
-        """Write ``result`` with its fingerprint (none when not ``complete``: graded again
-        next time) and log it."""
+    def record(self, result: StudentResult, complete: bool = True,
+               rejected: bool = False) -> None:
+        """The *record* stage: write ``result`` with its fingerprint (none when not
+        ``complete`` or when the batch was interrupted: graded again next time) and log it.
+        ``rejected``: the file could not be graded."""
+        complete = complete and not self.interrupted
         fp = self.fingerprints.get(result.student) if complete else None
         extra = {"fingerprint": fp, "error": result.error}
         self.extras[result.student] = extra
+        if rejected:
+            self.rejected.add(result.student)
         write_student(self.out, result, None, extra)
         self.log.event("finished", student=result.student, score=result.auto_score,
                        max_score=result.auto_max, error=result.error, complete=fp is not None,
@@ -310,7 +285,7 @@ class Batch:
         for student, (_, data) in self.snapshot.items():
             extra = data["extra_data"]
             if (student not in self.planned and extra.get("student") == student
-                    and extra.get("assignment") == self.args.assignment):
+                    and extra.get("assignment") == self.cfg.assignment):
                 rows[student] = extra
         skipped = {r.student for r in self.skipped}
         for res in results:

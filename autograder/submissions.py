@@ -48,8 +48,10 @@ import time
 import unicodedata
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+
+from autograder import messages
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _IGNORED_PARTS = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
@@ -66,14 +68,14 @@ READABLE_NBFORMAT = (3, 4)
 CELL_TYPES = ("code", "markdown", "raw")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Submission:
-    """One student's notebook and where it came from."""
+    """One student's notebook and where it came from (the *collect* stage's output)."""
 
     student: str
     path: Path
     origin: str                      # what the instructor passed (file, folder or zip member)
-    notes: list[str] = field(default_factory=list)  # said to the student in the feedback
+    notes: tuple[str, ...] = ()      # said to the student in the feedback
     problem: str | None = None       # why it cannot be graded, when known while collecting
 
 
@@ -121,8 +123,7 @@ def _pick(cands: list[_Candidate], assignment: str) -> tuple[_Candidate, list[st
         why += ", and the newest of those"
     others = ", ".join(c.rel.name if c.rel.name != chosen.rel.name else str(c.rel)
                        for c in cands if c is not chosen)
-    return chosen, [f"Several notebooks were submitted; graded {chosen.rel.name} ({why}); "
-                    f"ignored {others}. Submit a single notebook to choose it yourself."]
+    return chosen, [messages.several_notebooks(chosen.rel.name, why, others)]
 
 
 def _group_key(rel: PurePosixPath) -> str:
@@ -167,20 +168,15 @@ def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: 
         listed = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more"
                                             if len(ignored) > 10 else "")
         if key not in groups:
-            subs.append(Submission(
-                sanitize_id(key), folders[key], f"{origin}/{key}", [],
-                f"No notebook (.ipynb file) was found in your submission, only: {listed}. "
-                "Nothing was graded: submit the .ipynb file you worked in (Jupyter: File > "
-                "Download; Colab: File > Download > Download .ipynb)."))
+            subs.append(Submission(sanitize_id(key), folders[key], f"{origin}/{key}", (),
+                                   messages.no_notebook(listed)))
             continue
         chosen, notes = _pick(groups[key], assignment)
         if ignored:
-            notes.append(f"Ignored, not notebooks: {listed}.")
-        sub = Submission(sanitize_id(key), chosen.path or root / chosen.rel.as_posix(),
-                         f"{origin}/{chosen.rel.as_posix()}", notes)
-        if chosen.path is None:
-            sub.problem = too_large_message(chosen.size, max_bytes)
-        subs.append(sub)
+            notes.append(messages.not_notebooks(listed))
+        problem = None if chosen.path is not None else messages.too_large(chosen.size, max_bytes)
+        subs.append(Submission(sanitize_id(key), chosen.path or root / chosen.rel.as_posix(),
+                               f"{origin}/{chosen.rel.as_posix()}", tuple(notes), problem))
     return subs
 
 
@@ -329,17 +325,18 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
             raise FileNotFoundError(f"{raw}: not a notebook, a folder or a .zip file")
     original = {sub.student for sub in subs}  # ids students really have are never handed out again
     taken: set[str] = set()
+    unique = []
     for sub in sorted(subs, key=lambda s: (s.student, s.origin)):
         name, count = sub.student, 1
         while name in taken or (count > 1 and name in original):
             count += 1
             name = f"{sub.student}-{count}"
         if name != sub.student:
-            sub.notes.append(f"Another submission had the id {sub.student!r}; this one is "
-                             f"graded as {name}.")
-            sub.student = name
+            sub = replace(sub, student=name,
+                          notes=(*sub.notes, messages.renamed(sub.student, name)))
         taken.add(name)
-    return sorted(subs, key=lambda s: s.student)
+        unique.append(sub)
+    return sorted(unique, key=lambda s: s.student)
 
 
 # --- what is wrong with a file ----------------------------------------------------------------
@@ -371,11 +368,18 @@ class Expected:
         return cls(assignment, frozenset(ids), frozenset(items), others)
 
 
+def _dgm_meta(cell) -> dict:
+    """A submitted cell's ``metadata.dgm``; empty when the cell or its metadata is malformed."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    dgm = meta.get("dgm") if isinstance(meta, dict) else None
+    return dgm if isinstance(dgm, dict) else {}
+
+
 def _graded_keys(cells) -> tuple[set[str], set[str]]:
     ids, items = set(), set()
     for cell in cells if isinstance(cells, list) else []:
-        meta = cell.get("metadata", {}).get("dgm", {}) if isinstance(cell, dict) else {}
-        if isinstance(meta, dict) and meta.get("role") in ("graded", "written"):
+        meta = _dgm_meta(cell)
+        if meta.get("role") in ("graded", "written"):
             if isinstance(cell.get("id"), str):
                 ids.add(cell["id"])
             if isinstance(meta.get("item"), str):
@@ -383,32 +387,23 @@ def _graded_keys(cells) -> tuple[set[str], set[str]]:
     return ids, items
 
 
-@dataclass
+@dataclass(frozen=True)
 class Inspection:
-    """What :func:`inspect_notebook` found: a problem that stops grading, and notes."""
+    """What :func:`inspect_notebook` found: a problem that stops grading, notes for the
+    student, and the notebook as the grader reads it (when there is no problem)."""
 
     problem: str | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+    notebook: object | None = None
 
 
-def _mb(n: float) -> str:
-    return f"{n / 2**20:.1f} MB"
-
-
-def too_large_message(size: int, max_bytes: int | None) -> str:
-    return (f"Your notebook is too large: {_mb(size)}, over the grader's limit of "
-            f"{_mb(max_bytes or 0)}, so it was not graded. Outputs (images, long printouts) "
-            "are usually what makes a notebook big: clear them (Jupyter: Edit > Clear Outputs "
-            "of All Cells; Colab: Edit > Clear all outputs), save, and submit it again.")
-
-
-UNREADABLE = "Your notebook could not be read: "
-RESUBMIT = (" Nothing was graded. Open your notebook in Jupyter (or Colab), check that your "
-            "work is there, save it, and submit the .ipynb file again (Jupyter: File > "
-            "Download; Colab: File > Download > Download .ipynb).")
-_SIGNATURES = [(b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive (a zipped "
-               "notebook, or a Word or other Office file?)"),
-               (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image")]
+def inspect_submission(sub: Submission, expected: Expected | None = None,
+                       max_bytes: int | None = None) -> Inspection:
+    """The *inspect* stage: what is wrong with ``sub``, if anything (a problem found while
+    collecting it, else :func:`inspect_notebook` on its file)."""
+    if sub.problem is not None:
+        return Inspection(sub.problem)
+    return inspect_notebook(sub.path, expected, max_bytes)
 
 
 def inspect_notebook(path: str | Path, expected: Expected | None = None,
@@ -419,76 +414,52 @@ def inspect_notebook(path: str | Path, expected: Expected | None = None,
     try:
         size = path.stat().st_size
         if max_bytes is not None and size > max_bytes:
-            return Inspection(too_large_message(size, max_bytes))
+            return Inspection(messages.too_large(size, max_bytes))
         data = path.read_bytes()
     except OSError as exc:
-        return Inspection(f"{UNREADABLE}the file could not be opened ({exc.strerror}).{RESUBMIT}")
+        return Inspection(messages.cannot_open(exc.strerror))
     if not data.strip():
-        return Inspection(f"{UNREADABLE}the file is empty ({len(data)} bytes): was it saved "
-                          f"before it was uploaded?{RESUBMIT}")
-    for magic, what in _SIGNATURES:
+        return Inspection(messages.empty_file(len(data)))
+    for magic, what in messages.FILE_SIGNATURES:
         if data.startswith(magic):
-            return Inspection(f"{UNREADABLE}the file is {what}, not a notebook.{RESUBMIT}")
+            return Inspection(messages.other_file_type(what))
     if data.startswith(b"\xef\xbb\xbf"):
-        return Inspection(f"{UNREADABLE}the file starts with a byte-order mark, which some "
-                          "text editors (e.g. Notepad) add and Jupyter cannot read: do not "
-                          f"edit the notebook in a text editor.{RESUBMIT}")
+        return Inspection(messages.byte_order_mark())
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Inspection(f"{UNREADABLE}the file is not UTF-8 text (byte 0x{data[exc.start]:02x} "
-                          f"at position {exc.start}), so it is not a notebook Jupyter saved; it "
-                          f"may be another kind of file renamed .ipynb.{RESUBMIT}")
+        return Inspection(messages.not_utf8(data[exc.start], exc.start))
     try:
         nb = json.loads(text)
     except json.JSONDecodeError as exc:
-        start = text.lstrip()[:15].lower()
-        hint = (" It is a web page (saved from the browser?), not the notebook file."
-                if start.startswith(("<!doctype", "<html")) else
-                " The file is damaged or was edited as text.")
-        return Inspection(f"{UNREADABLE}it is not valid JSON (line {exc.lineno}, column "
-                          f"{exc.colno}: {exc.msg}), and every notebook file is JSON.{hint}"
-                          f"{RESUBMIT}")
+        web_page = text.lstrip()[:15].lower().startswith(("<!doctype", "<html"))
+        return Inspection(messages.not_json(exc.lineno, exc.colno, exc.msg, web_page))
     if not isinstance(nb, dict):
-        return Inspection(f"{UNREADABLE}it is JSON but not a notebook: it holds a "
-                          f"{type(nb).__name__}, not an object with \"cells\", \"metadata\" and "
-                          f"\"nbformat\".{RESUBMIT}")
+        return Inspection(messages.json_not_object(type(nb).__name__))
     if not {"cells", "worksheets", "nbformat"} & set(nb):
-        keys = ", ".join(list(nb)[:5]) or "none"
-        return Inspection(f"{UNREADABLE}it is JSON but not a notebook: it has no \"cells\" "
-                          f"(its keys: {keys}).{RESUBMIT}")
+        return Inspection(messages.json_without_cells(", ".join(list(nb)[:5]) or "none"))
     version = nb.get("nbformat")
     if version is None:
-        return Inspection(f"{UNREADABLE}it has no \"nbformat\" version number, so the grader "
-                          f"cannot tell how to read it (Jupyter always writes one).{RESUBMIT}")
+        return Inspection(messages.no_nbformat())
     if version not in READABLE_NBFORMAT or isinstance(version, bool):
-        return Inspection(f"{UNREADABLE}it is in nbformat {version!r}, a version the grader "
-                          "cannot read: it reads nbformat 4 (what current Jupyter, JupyterLab, "
-                          f"Colab and VS Code write) and converts nbformat 3.{RESUBMIT}")
+        return Inspection(messages.unknown_nbformat(version))
     notes = []
     if version == 3:
-        notes.append("Your notebook was saved in the old nbformat 3 format; the grader "
-                     "converted it to nbformat 4. Save it with a current Jupyter next time.")
-        cells = [c for ws in nb.get("worksheets") or [] if isinstance(ws, dict)
-                 for c in ws.get("cells", [])]
+        notes.append(messages.NBFORMAT3_CONVERTED)
         if not isinstance(nb.get("worksheets"), list):
-            return Inspection(f"{UNREADABLE}it says nbformat 3 but has no \"worksheets\" "
-                              f"list.{RESUBMIT}")
+            return Inspection(messages.nbformat3_without_worksheets())
+        cells = [c for ws in nb["worksheets"] if isinstance(ws, dict)
+                 for c in ws.get("cells", [])]
     else:
         cells = nb.get("cells")
         if not isinstance(cells, list):
-            return Inspection(f"{UNREADABLE}its \"cells\" is not a list of cells (it is "
-                              f"{type(cells).__name__}).{RESUBMIT}")
+            return Inspection(messages.cells_not_a_list(type(cells).__name__))
         for n, cell in enumerate(cells, start=1):
             if not isinstance(cell, dict) or cell.get("cell_type") not in CELL_TYPES or not \
                     isinstance(cell.get("source", ""), (str, list)):
-                return Inspection(f"{UNREADABLE}cell {n} is not a notebook cell (a cell has a "
-                                  "\"cell_type\" of code, markdown or raw and a \"source\"); "
-                                  f"was the file edited as text?{RESUBMIT}")
+                return Inspection(messages.not_a_cell(n))
     if not cells:
-        return Inspection("Your notebook has no cells: it is empty (what a new notebook looks "
-                          "like), so there was nothing to grade. Check that you submitted the "
-                          f"file you worked in.{RESUBMIT}")
+        return Inspection(messages.no_cells())
     if expected is not None:
         wrong = _other_assignment(nb, cells, expected)
         if wrong:
@@ -496,22 +467,18 @@ def inspect_notebook(path: str | Path, expected: Expected | None = None,
     try:  # what the grader itself will do with it
         from autograder.notebook_format import read_notebook
 
-        read_notebook(path)
+        notebook = read_notebook(path)
     except Exception as exc:  # noqa: BLE001 - anything nbformat rejects is the student's
-        text = " ".join(str(exc).split())[:200]
-        return Inspection(f"{UNREADABLE}{type(exc).__name__}: {text}.{RESUBMIT}")
-    return Inspection(None, notes)
+        return Inspection(messages.rejected_by_nbformat(type(exc).__name__,
+                                                        " ".join(str(exc).split())[:200]))
+    return Inspection(None, tuple(notes), notebook)
 
 
 def _other_assignment(nb: dict, cells: list, expected: Expected) -> str | None:
     """A message when none of the assignment's graded cells is there and the notebook is
     recognisably another assignment's (its metadata, or another source's graded cells)."""
-    ids = {c.get("id") for c in cells if isinstance(c, dict)}
-    items = set()
-    for cell in cells:
-        meta = cell.get("metadata", {}).get("dgm", {}) if isinstance(cell, dict) else {}
-        if isinstance(meta, dict) and isinstance(meta.get("item"), str):
-            items.add(meta["item"])
+    ids = {c["id"] for c in cells if isinstance(c, dict) and isinstance(c.get("id"), str)}
+    items = {m["item"] for m in map(_dgm_meta, cells) if isinstance(m.get("item"), str)}
     if ids & expected.ids or items & expected.items:
         return None
     meta = nb.get("metadata", {}).get("dgm", {}) if isinstance(nb.get("metadata"), dict) else {}
@@ -528,7 +495,4 @@ def _other_assignment(nb: dict, cells: list, expected: Expected) -> str | None:
     if other is None:
         return None
     wanted = ", ".join(f"`{i}`" for i in sorted(expected.ids)[:4])
-    return (f"This looks like the {other} notebook, not the {expected.assignment} one: it has "
-            f"none of the {expected.assignment} notebook's graded cells ({wanted}, ...) and "
-            f"{why}. Nothing was graded: submit your {expected.assignment} notebook "
-            f"({expected.assignment}.ipynb) instead.")
+    return messages.other_assignment(other, expected.assignment, wanted, why)

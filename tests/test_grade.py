@@ -21,7 +21,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import grade, merge, report, submissions
+from autograder import config, execute, grade, merge, messages, report, scoring, submissions
+from autograder.checks import Verdict
+from autograder.execute import CellRecord
 from autograder.notebook_format import read_notebook
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"
@@ -246,13 +248,11 @@ def test_hidden_checks_follow_their_cell_and_a_seed_reset_precedes_each_graded_c
 def test_partial_credit_given_by_a_verdict_earns_its_fraction():
     source = read_notebook(SOURCE / "toy.ipynb")
     merged = merge.merge(source, read_notebook(STUDENTS / "correct.ipynb"))
-    cells = [{"id": c.id, "status": "passed", "duration": 0.0, "verdict": {
-        "status": "passed", "fraction": 1.0, "message": ""}}
-             for c in merged.notebook.cells if c.cell_type == "code"]
-    next(c for c in cells if c["id"] == "toy-kl-hidden")["verdict"] = {
-        "status": "passed", "fraction": 0.25, "message": "one of four values right"}
-    run = grade.RunResult(cells, None, 0.0, 0, "")
-    items = {i.item: i for i in grade.score_items(merged, run, 10, [])}
+    code = [c for c in merged.notebook.cells if c.cell_type == "code"]
+    cells = [CellRecord(c.id, "passed") for c in code]
+    verdicts = {c.id: Verdict("passed", "", 1.0) for c in code}
+    verdicts["toy-kl-hidden"] = Verdict("passed", "one of four values right", 0.25)
+    items = {i.item: i for i in scoring.score_items(merged, cells, verdicts, 10, [])}
     assert items["kl"].score == 0.25 * 2 + 1
     assert any("one of four values right" in m for m in items["kl"].messages)
 
@@ -260,17 +260,15 @@ def test_partial_credit_given_by_a_verdict_earns_its_fraction():
 def test_a_check_whose_kernel_part_passed_without_a_passing_verdict_earns_nothing():
     source = read_notebook(SOURCE / "toy.ipynb")
     merged = merge.merge(source, read_notebook(STUDENTS / "correct.ipynb"))
-    cells = [{"id": c.id, "status": "passed", "duration": 0.0}
-             for c in merged.notebook.cells if c.cell_type == "code"]
-    run = grade.RunResult(cells, None, 0.0, 0, "")
-    items = {i.item: i for i in grade.score_items(merged, run, 10, [])}
+    cells = [CellRecord(c.id, "passed") for c in merged.notebook.cells if c.cell_type == "code"]
+    items = {i.item: i for i in scoring.score_items(merged, cells, {}, 10, [])}
     assert all(items[name].score == 0 for name in ("kl", "train", "alpha_bar"))
 
 
 def test_messages_never_repeat_a_hidden_source_line():
     secret = ["assert abs(_got - _expected) <= 1e-9"]
     text = "expected 1, got 'assert abs(_got - _expected) <= 1e-9 * x'"
-    assert secret[0] not in grade.redact(text, secret)
+    assert secret[0] not in messages.redact(text, secret)
 
 
 def test_gradebook_keeps_written_points_typed_in_by_the_instructor(graded, tmp_path):
@@ -306,9 +304,9 @@ def test_a_gpu_is_never_shared_by_two_submissions_at_once(tmp_path, monkeypatch)
     import threading
     import time
 
-    monkeypatch.setattr(grade, "resolve_device", lambda device: "cuda")
-    monkeypatch.setattr(grade, "_gpu_ids", lambda: ["0"])
-    spans, lock, real = [], threading.Lock(), grade.run_until_done
+    monkeypatch.setattr(config, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(config, "_gpu_ids", lambda: ["0"])
+    spans, lock, real = [], threading.Lock(), execute.run_until_done
 
     def recorded(nb, workdir, args, env, *rest, **kw):
         start = time.monotonic()
@@ -318,7 +316,7 @@ def test_a_gpu_is_never_shared_by_two_submissions_at_once(tmp_path, monkeypatch)
             with lock:
                 spans.append((start, time.monotonic(), env.get("CUDA_VISIBLE_DEVICES")))
 
-    monkeypatch.setattr(grade, "run_until_done", recorded)
+    monkeypatch.setattr(execute, "run_until_done", recorded)
     subs = []
     for name in ("first", "second"):
         shutil.copy(STUDENTS / "correct.ipynb", tmp_path / f"{name}.ipynb")

@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import grade, report, state, submissions
+from autograder import execute, grade, pipeline, state, submissions
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "grading"
@@ -338,12 +338,12 @@ def test_resume_skips_finished_students_and_regrades_the_rest(tmp_path, monkeypa
     shutil.copy(CORRECT, folder / "correct.ipynb")
     (folder / "a_empty.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook()))
 
-    real = grade.grade_submission
+    real = pipeline.run
 
-    def tampering(sub, *args, **kwargs):
-        """Grade, then do what student code could: overwrite another student's results and
+    def tampering(nb, student, *args, **kwargs):
+        """Run, then do what student code could: overwrite another student's results and
         plant a student who was never graded."""
-        result = real(sub, *args, **kwargs)
+        result = real(nb, student, *args, **kwargs)
         forged = _results(out, "a_empty")
         forged["score"] = 99.0
         for item in forged["extra_data"]["items"]:
@@ -354,7 +354,7 @@ def test_resume_skips_finished_students_and_regrades_the_rest(tmp_path, monkeypa
             {**forged, "extra_data": {**forged["extra_data"], "student": "zz_ghost"}}))
         return result
 
-    monkeypatch.setattr(grade, "grade_submission", tampering)
+    monkeypatch.setattr(pipeline, "run", tampering)
     assert _grade([folder], out, jobs=1)[0] == 0
     monkeypatch.undo()
     # The gradebook and the files come from memory, not from what the student wrote.
@@ -418,13 +418,12 @@ def test_ctrl_c_starts_nothing_new_and_the_next_run_resumes(tmp_path, monkeypatc
     (folder / "a_bad.ipynb").write_text("[]")
     shutil.copy(CORRECT, folder / "b_correct.ipynb")
     (folder / "c_bad.ipynb").write_text("{}")
-    def interrupted(sub, source, args, *rest):
+    def interrupted(nb, student, *rest):
         os.kill(os.getpid(), signal.SIGINT)  # the instructor presses Ctrl-C
         time.sleep(0.2)  # the kernel got the interrupt too: its grading stops early
-        return report.StudentResult(sub.student, "toy", [], [], {}, "smoke", "cpu",
-                                    {"wall_s": 0.2}, "Grading stopped early: interrupted")
+        return execute.Execution((), None, 0.2, "interrupted")
 
-    monkeypatch.setattr(grade, "grade_submission", interrupted)
+    monkeypatch.setattr(pipeline, "run", interrupted)
     handler = signal.getsignal(signal.SIGINT)
     code, printed = _grade([folder], out, jobs=1)
     monkeypatch.undo()

@@ -1,0 +1,123 @@
+"""What one ``python -m autograder grade`` run was asked to do: :class:`GradeConfig`.
+
+Built once from the command line (:meth:`GradeConfig.from_args`), checked when it is made, and
+never changed: every stage of the pipeline (:mod:`autograder.pipeline`) reads the same frozen
+object. Values that depend on the machine (the device ``auto`` stands for, the GPUs there are)
+are resolved when it is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from autograder.submissions import DEFAULT_MAX_MB
+from dgm.config import PROFILES, check_choice
+
+ROOT = Path(__file__).resolve().parent.parent
+Device = Literal["auto", "cpu", "cuda"]
+#: Per-cell timeout in seconds by profile: the homework contract allows 120 s per cell in
+#: smoke on 2 cores; cpu and full runs train for minutes in one cell.
+CELL_TIMEOUT: dict[str, float] = {"smoke": 120.0, "cpu": 900.0, "full": 900.0}
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda``: what ``device`` means on this machine (``auto``: cuda if present)."""
+    check_choice(device, get_args(Device), "device")
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        available = torch.cuda.is_available()
+    except ImportError:
+        available = False
+    if device == "cuda" and not available:
+        raise ValueError("--device cuda was asked for but CUDA is not available; use auto or cpu")
+    return "cuda" if available else "cpu"
+
+
+def _gpu_ids() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+@dataclass(frozen=True)
+class GradeConfig:
+    """One grading run's settings (the command line's options, resolved and checked)."""
+
+    assignment: str
+    submissions: tuple[str, ...]           # notebooks, folders or zip exports
+    out: Path
+    source_dir: Path = ROOT / "solutions"  # the instructor's notebooks, hidden checks included
+    jobs: int = 1                          # submissions graded at once
+    profile: str = "smoke"                 # what the students were told to run
+    device: str = "cpu"                    # resolved: cpu or cuda, never auto
+    timeout: float = CELL_TIMEOUT["smoke"]  # per cell, seconds
+    kernel_name: str = "python3"           # the grader's kernel, whatever the notebook names
+    keep_work: bool = False                # keep the per-submission folders (debugging)
+    memory_mb: int | None = 6144           # per submission; None or 0: no limit
+    max_procs: int | None = 512            # processes and threads per submission
+    sandbox: bool = True                   # False only with --insecure-no-sandbox
+    require_full_marks: bool = False       # exit 1 unless everyone earns every point (CI)
+    progress: bool = True                  # a progress bar on stderr
+    max_bytes: int = int(DEFAULT_MAX_MB * 2**20)  # largest notebook graded
+    regrade: bool = False                  # grade students already graded by an earlier run
+    gpus: tuple[str, ...] = ()             # GPU ids handed out one per submission (cuda)
+
+    def __post_init__(self):
+        check_choice(self.profile, PROFILES, "profile")
+        check_choice(self.device, ("cpu", "cuda"), "device (resolved)")
+        if not self.assignment:
+            raise ValueError("--assignment must name a notebook of --source")
+        if not self.submissions:
+            raise ValueError("give at least one SUBMISSION (notebook, folder or zip)")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ValueError(f"--jobs must be a whole number of at least 1, got {self.jobs!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"--timeout must be a positive number of seconds, got "
+                             f"{self.timeout!r}")
+        if not self.max_bytes > 0:
+            raise ValueError("--max-size-mb must be positive")
+        for name, value in (("--memory-mb", self.memory_mb), ("--max-procs", self.max_procs)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be 0 (no limit) or positive, got {value}")
+
+    @property
+    def source_path(self) -> Path:
+        """The instructor's notebook of this assignment."""
+        return Path(self.source_dir) / f"{self.assignment}.ipynb"
+
+    @property
+    def threads(self) -> int:
+        """Threads per submission: the cores shared out between the submissions running."""
+        running = min(self.jobs, len(self.gpus)) if self.gpus else self.jobs
+        return max(1, (os.cpu_count() or 1) // running)
+
+    @classmethod
+    def from_args(cls, args) -> GradeConfig:
+        """The configuration from ``grade``'s parsed arguments (:func:`autograder.grade.
+        build_parser`); a bad value raises ValueError naming the option."""
+        check_choice(args.profile, PROFILES, "profile")
+        device = resolve_device(args.device)
+        if not args.max_size_mb > 0:
+            raise ValueError("--max-size-mb must be positive")
+        return cls(
+            assignment=args.assignment, submissions=tuple(map(str, args.submissions)),
+            out=Path(args.out), source_dir=Path(args.source), jobs=args.jobs,
+            profile=args.profile, device=device,
+            timeout=CELL_TIMEOUT[args.profile] if args.timeout is None else args.timeout,
+            kernel_name=args.kernel_name, keep_work=args.keep_work, memory_mb=args.memory_mb,
+            max_procs=args.max_procs, sandbox=not args.insecure_no_sandbox,
+            require_full_marks=args.require_full_marks, progress=not args.no_progress,
+            max_bytes=int(args.max_size_mb * 2**20), regrade=args.regrade,
+            gpus=tuple(_gpu_ids()) if device == "cuda" else ())

@@ -1,0 +1,292 @@
+"""Every sentence the grader writes into a student's feedback, and the redaction it passes.
+
+Collecting and inspecting files (:mod:`autograder.submissions`), merging
+(:mod:`autograder.merge`), scoring (:mod:`autograder.scoring`) and the pipeline
+(:mod:`autograder.pipeline`) decide *what* happened; the words for it are here, so that the
+feedback's tone and promises can be read, reviewed and changed in one file. Only a verdict's
+own message comes from elsewhere: the hidden check that failed (:mod:`autograder.checks`).
+
+Nothing a student sees may hold a hidden check's source: every text that comes from the kernel
+or a verdict goes through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from autograder.notebook_format import cell_meta, source_text
+
+#: Longest message taken from an exception or a verdict, in characters.
+MESSAGE_LIMIT = 600
+#: Hidden-check lines shorter than this are too common to redact (``return x``).
+SECRET_MIN_CHARS = 12
+
+NOT_DONE = ("Not done yet: your code raises NotImplementedError, so the FIXME is still there; "
+            "replace it with your implementation.")
+NOT_JUDGED = "the check was not judged"
+GRADER_FAILED = ("Not graded: the grader failed on this submission; your instructor has been "
+                 "told.")
+REJECTED = "Not graded: the submitted file could not be graded (see the message above)."
+PENDING = "Pending: graded by hand."
+PENDING_SHORT = "Pending."
+NO_ANSWER = "No answer found (the placeholder is still there)."
+OUTSIDE_SANDBOX = ("The notebook ran outside the grader's sandbox (this machine has no Linux "
+                   "user namespaces, or the instructor turned it off): it had network access "
+                   "and no read-only file system. Your grade is not affected.")
+
+
+# --- redaction --------------------------------------------------------------------------------
+
+def hidden_lines(source) -> list[str]:
+    """Distinctive lines of the hidden checks of ``source``, longest first: they must never
+    reach a student."""
+    lines = set()
+    for cell in source.cells:
+        if cell_meta(cell).get("role") == "hidden":
+            for line in source_text(cell).splitlines():
+                line = line.strip()
+                if len(line) >= SECRET_MIN_CHARS:
+                    lines.add(line)
+    return sorted(lines, key=len, reverse=True)
+
+
+def redact(text: str, secret_lines: list[str]) -> str:
+    """``text`` without any hidden-check source line, one line, at most MESSAGE_LIMIT chars."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text or "")
+    for line in secret_lines:
+        if line in text:
+            text = text.replace(line, "[hidden check]")
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT - 3] + "..."
+
+
+# --- what a cell did --------------------------------------------------------------------------
+
+def describe_cell(rec, what: str, timeout: float, secret: list[str]) -> str | None:
+    """A sentence about a cell (:class:`autograder.execute.CellRecord`, None: it never ran)
+    that did not pass; None when it passed. ``what`` names the cell ("Your cell `x`")."""
+    if rec is None:
+        return f"{what} did not run (the notebook stopped before reaching it)."
+    if rec.status == "passed":
+        return None
+    if rec.status == "timeout":
+        return (f"{what} did not finish within {timeout:g} s and was stopped: is a loop not "
+                "ending, or is it too slow for this profile?")
+    if rec.status == "crashed":
+        return (f"{what} stopped the Python kernel (a crash, or it ran out of memory); the "
+                "cells after it were run again without it.")
+    if rec.status == "skipped":
+        return f"{what} was skipped."
+    if rec.status == "error":
+        return (f"{what} could not run: the Python kernel had stopped (it crashed, ran out of "
+                "memory, or did not recover from an earlier timeout).")
+    ename, evalue = rec.ename or "Error", redact(rec.evalue or "", secret)
+    if ename == "NotImplementedError":
+        return f"{what} raised NotImplementedError. {NOT_DONE}"
+    if ename == "AssertionError":
+        return f"{what} failed: {evalue}" if evalue else f"{what} failed (no message)."
+    if ename == "NameError":
+        return (f"{what} raised NameError: {evalue}. Did the cell that defines it run without "
+                "errors, and does it keep the name the notebook asks for?")
+    return f"{what} raised {ename}: {evalue}"
+
+
+def graded_cell(cid: str) -> str:
+    return f"Your cell `{cid}`"
+
+
+def selfcheck_cell(cid: str) -> str:
+    return f"Self-check `{cid}`"
+
+
+def check_label(n: int, total: int, points: float) -> str:
+    return f"Check {n} of {total} ({points:g} point{'s' * (points != 1)})"
+
+
+def check_not_run(label: str, error: str) -> str:
+    return f"{label} did not run: {error}."
+
+
+def check_blocked_by(label: str, cid: str) -> str:
+    return (f"{label} could not run: your cell `{cid}` did not complete, so a name it defines "
+            "is missing (see above).")
+
+
+def check_not_done(label: str) -> str:
+    return f"{label}: 0 points (NotImplementedError, see above)."
+
+
+def check_failed(label: str, verdict_message: str) -> str:
+    return f"{label} failed: {verdict_message}"
+
+
+def check_not_judged(label: str, verdict_message: str) -> str:
+    return f"{label} could not be judged: {verdict_message}"
+
+
+def check_partial(label: str, verdict_message: str) -> str:
+    return f"{label}: partial credit. {verdict_message}"
+
+
+# --- the whole submission ---------------------------------------------------------------------
+
+def grading_stopped(error: str) -> str:
+    return f"Grading stopped early: {error}"
+
+
+def internal_error(exc: BaseException) -> str:
+    return f"Internal grader error ({type(exc).__name__})."
+
+
+# --- merging the student's cells (autograder.merge) -------------------------------------------
+
+def cell_not_found(cid: str, role: str) -> str:
+    what = "code" if role == "graded" else "answer"
+    return (f"Your {what} for cell `{cid}` was not found in the submitted notebook, so it was "
+            "graded as left undone.")
+
+
+def matched_by_content(cid: str, student_index: int) -> str:
+    return (f"Cell `{cid}` had lost its id and tags (some editors, e.g. Colab or VS Code, drop "
+            f"them), so your cell {student_index + 1} was matched by position and content.")
+
+
+def matched_by_tag(cid: str) -> str:
+    return f"Cell `{cid}` was found by its item tag, not its id."
+
+
+def added_definitions(cells: list[int]) -> str:
+    return ("Cells you added (" + ", ".join(map(str, cells)) + ") define functions or classes "
+            "but are not run by the grader: helper code belongs inside the graded cell that "
+            "uses it.")
+
+
+# --- collecting and inspecting the submitted files (autograder.submissions) -------------------
+
+UNREADABLE = "Your notebook could not be read: "
+DOWNLOAD = "(Jupyter: File > Download; Colab: File > Download > Download .ipynb)"
+RESUBMIT = (" Nothing was graded. Open your notebook in Jupyter (or Colab), check that your "
+            "work is there, save it, and submit the .ipynb file again " + DOWNLOAD + ".")
+#: What a file that starts with these bytes is.
+FILE_SIGNATURES = [(b"%PDF", "a PDF document"),
+                   (b"PK\x03\x04", "a zip archive (a zipped notebook, or a Word or other "
+                    "Office file?)"),
+                   (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image")]
+
+
+def several_notebooks(chosen: str, why: str, ignored: str) -> str:
+    return (f"Several notebooks were submitted; graded {chosen} ({why}); ignored {ignored}. "
+            "Submit a single notebook to choose it yourself.")
+
+
+def not_notebooks(listed: str) -> str:
+    return f"Ignored, not notebooks: {listed}."
+
+
+def no_notebook(listed: str) -> str:
+    return (f"No notebook (.ipynb file) was found in your submission, only: {listed}. Nothing "
+            f"was graded: submit the .ipynb file you worked in {DOWNLOAD}.")
+
+
+def renamed(student: str, name: str) -> str:
+    return f"Another submission had the id {student!r}; this one is graded as {name}."
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def too_large(size: int, max_bytes: int | None) -> str:
+    return (f"Your notebook is too large: {_mb(size)}, over the grader's limit of "
+            f"{_mb(max_bytes or 0)}, so it was not graded. Outputs (images, long printouts) "
+            "are usually what makes a notebook big: clear them (Jupyter: Edit > Clear Outputs "
+            "of All Cells; Colab: Edit > Clear all outputs), save, and submit it again.")
+
+
+def unreadable(reason: str) -> str:
+    """A file the grader cannot read: ``reason`` says what it found, then what to do."""
+    return f"{UNREADABLE}{reason}{RESUBMIT}"
+
+
+def cannot_open(strerror: str) -> str:
+    return unreadable(f"the file could not be opened ({strerror}).")
+
+
+def empty_file(size: int) -> str:
+    return unreadable(f"the file is empty ({size} bytes): was it saved before it was "
+                      "uploaded?")
+
+
+def other_file_type(what: str) -> str:
+    return unreadable(f"the file is {what}, not a notebook.")
+
+
+def byte_order_mark() -> str:
+    return unreadable("the file starts with a byte-order mark, which some text editors (e.g. "
+                      "Notepad) add and Jupyter cannot read: do not edit the notebook in a "
+                      "text editor.")
+
+
+def not_utf8(byte: int, position: int) -> str:
+    return unreadable(f"the file is not UTF-8 text (byte 0x{byte:02x} at position {position}), "
+                      "so it is not a notebook Jupyter saved; it may be another kind of file "
+                      "renamed .ipynb.")
+
+
+def not_json(line: int, column: int, msg: str, web_page: bool) -> str:
+    hint = (" It is a web page (saved from the browser?), not the notebook file." if web_page
+            else " The file is damaged or was edited as text.")
+    return unreadable(f"it is not valid JSON (line {line}, column {column}: {msg}), and every "
+                      f"notebook file is JSON.{hint}")
+
+
+def json_not_object(kind: str) -> str:
+    return unreadable(f"it is JSON but not a notebook: it holds a {kind}, not an object with "
+                      "\"cells\", \"metadata\" and \"nbformat\".")
+
+
+def json_without_cells(keys: str) -> str:
+    return unreadable(f"it is JSON but not a notebook: it has no \"cells\" (its keys: {keys}).")
+
+
+def no_nbformat() -> str:
+    return unreadable("it has no \"nbformat\" version number, so the grader cannot tell how "
+                      "to read it (Jupyter always writes one).")
+
+
+def unknown_nbformat(version) -> str:
+    return unreadable(f"it is in nbformat {version!r}, a version the grader cannot read: it "
+                      "reads nbformat 4 (what current Jupyter, JupyterLab, Colab and VS Code "
+                      "write) and converts nbformat 3.")
+
+
+NBFORMAT3_CONVERTED = ("Your notebook was saved in the old nbformat 3 format; the grader "
+                       "converted it to nbformat 4. Save it with a current Jupyter next time.")
+
+
+def nbformat3_without_worksheets() -> str:
+    return unreadable("it says nbformat 3 but has no \"worksheets\" list.")
+
+
+def cells_not_a_list(kind: str) -> str:
+    return unreadable(f"its \"cells\" is not a list of cells (it is {kind}).")
+
+
+def not_a_cell(n: int) -> str:
+    return unreadable(f"cell {n} is not a notebook cell (a cell has a \"cell_type\" of code, "
+                      "markdown or raw and a \"source\"); was the file edited as text?")
+
+
+def no_cells() -> str:
+    return ("Your notebook has no cells: it is empty (what a new notebook looks like), so there "
+            "was nothing to grade. Check that you submitted the file you worked in." + RESUBMIT)
+
+
+def rejected_by_nbformat(ename: str, text: str) -> str:
+    return unreadable(f"{ename}: {text}.")
+
+
+def other_assignment(other: str, assignment: str, wanted: str, why: str) -> str:
+    return (f"This looks like the {other} notebook, not the {assignment} one: it has none of "
+            f"the {assignment} notebook's graded cells ({wanted}, ...) and {why}. Nothing was "
+            f"graded: submit your {assignment} notebook ({assignment}.ipynb) instead.")

@@ -1,0 +1,155 @@
+"""Every change the grader makes to nbval's internals, in one place, for the nbval versions
+they were written against.
+
+nbval has no hooks for these, so they reach into its classes and attributes; a new nbval may
+rename any of them. :func:`check_version` therefore refuses an nbval outside
+:data:`SUPPORTED` with a message saying what to do, and ``tests/test_nbval_patches.py`` has a
+test per patch that shows it in effect against the installed nbval:
+
+1. **Kernel start** (:func:`_patch_kernel_start`): nbval starts kernels with
+   ``nbval.kernel.start_new_kernel``; ours talks over Unix sockets in the kernel's folder and
+   starts the kernel through the sandbox launcher (:mod:`autograder.sandbox`).
+2. **A dead kernel is noticed within a second** (:func:`_patch_dead_kernel`):
+   ``nbval.kernel.RunningKernel.get_message`` waits in one-second slices and stops at once when
+   the kernel died, flagging it (:func:`kernel_died`), instead of waiting out the cell timeout.
+3. **Outputs get time** (:func:`prepare_cell`): nbval waits 5 s (``IPyNbCell.output_timeout``)
+   for a cell's outputs after the kernel replied, then fails the cell; on a loaded machine that
+   is a slow submission, not a broken one: :data:`OUTPUT_TIMEOUT`.
+4. **A timeout does not fail every later cell** (:func:`prepare_cell`): after a cell timed out,
+   nbval marks all later cells as expected failures (``IPyNbFile.timed_out``); when the
+   interrupt worked and the kernel is alive, later cells are graded normally.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from importlib.metadata import version
+from queue import Empty
+
+#: nbval versions the patches were written and tested against: (lowest, first unsupported).
+SUPPORTED = ((0, 11), (0, 12))
+#: Seconds to wait for a cell's outputs once the kernel has replied (nbval's default is 5).
+OUTPUT_TIMEOUT = 30
+
+#: Settings the kernel-start patch reads; the plugin fills them in ``pytest_configure``.
+_state: dict = {"sandbox": None}
+
+
+def _parse(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_version(installed: str | None = None) -> None:
+    """RuntimeError unless nbval ``installed`` (default: the installed one) is in SUPPORTED."""
+    installed = installed or version("nbval")
+    low, high = SUPPORTED
+    if not low <= _parse(installed)[:len(low)] < high:
+        span = f"{'.'.join(map(str, low))} <= nbval < {'.'.join(map(str, high))}"
+        raise RuntimeError(
+            f"the grader patches nbval's internals and supports {span}, but nbval {installed} "
+            f"is installed: install a supported one (pip install 'nbval>={low[0]}.{low[1]},"
+            f"<{high[0]}.{high[1]}'), or check each patch of autograder/nbval_patches.py "
+            "against the new nbval (tests/test_nbval_patches.py) and widen SUPPORTED")
+
+
+def apply(sandbox: str | None) -> None:
+    """Check nbval's version and patch it (once per process); ``sandbox``: the path of the
+    sandbox settings the kernel launcher reads, or None to start kernels without it."""
+    check_version()
+    _state["sandbox"] = sandbox
+    _patch_dead_kernel()
+    _patch_kernel_start()
+
+
+def _patch_kernel_start() -> None:
+    """nbval starts kernels with ``jupyter_client.start_new_kernel``: start ours instead, over
+    Unix sockets in the kernel's folder and through the sandbox launcher when one is set."""
+    import sys
+
+    import nbval.kernel
+    from jupyter_client.manager import KernelManager
+
+    if getattr(nbval.kernel, "_dgm_patched", False):
+        return
+
+    class SandboxedKernelManager(KernelManager):
+        def format_kernel_cmd(self, extra_arguments=None):
+            cmd = super().format_kernel_cmd(extra_arguments)
+            if _state["sandbox"]:
+                cmd = [sys.executable, "-m", "autograder.sandbox", _state["sandbox"], "--", *cmd]
+            return cmd
+
+    def start_new_kernel(startup_timeout=60, kernel_name="python", **kwargs):
+        cwd = kwargs.get("cwd") or os.getcwd()
+        km = SandboxedKernelManager(kernel_name=kernel_name, transport="ipc",
+                                    ip=os.path.join(cwd, "kernel"))
+        km.start_kernel(**kwargs)
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=startup_timeout)
+        except RuntimeError:
+            kc.stop_channels()
+            km.shutdown_kernel()
+            raise
+        return km, kc
+
+    nbval.kernel.start_new_kernel = start_new_kernel
+    nbval.kernel._dgm_patched = True
+
+
+def _patch_dead_kernel() -> None:
+    """Make nbval notice a dead kernel within a second instead of waiting out the timeout.
+
+    nbval waits for a cell's reply for the whole cell timeout even when the kernel died (a
+    crash, ``os._exit``, the out-of-memory killer); then every later cell fails. Messages are
+    awaited in one-second slices here, and a dead kernel ends the wait at once, flagged so
+    the cell is reported as ``crashed``.
+    """
+    from nbval.kernel import RunningKernel
+
+    if getattr(RunningKernel, "_dgm_patched", False):
+        return
+    original = RunningKernel.get_message
+
+    def get_message(self, stream, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            try:
+                return original(self, stream, timeout=step)
+            except Empty:
+                if not self.is_alive():
+                    self._dgm_died = True
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    RunningKernel.get_message = get_message
+    RunningKernel._dgm_patched = True
+
+
+def kernel_died(kernel) -> bool:
+    """Whether ``kernel`` (nbval's RunningKernel) died during the cell just run; the flag is
+    cleared, so later cells, which find it dead already, are not blamed."""
+    if kernel is not None and getattr(kernel, "_dgm_died", False):
+        kernel._dgm_died = False
+        return True
+    return False
+
+
+def prepare_cell(item) -> None:
+    """Before nbval runs the cell ``item``: give its outputs OUTPUT_TIMEOUT seconds, and clear
+    the notebook's ``timed_out`` flag when the kernel survived an earlier timeout."""
+    item.output_timeout = max(getattr(item, "output_timeout", 5), OUTPUT_TIMEOUT)
+    parent = item.parent
+    kernel = getattr(parent, "kernel", None)
+    if getattr(parent, "timed_out", False) and kernel is not None and kernel.is_alive():
+        parent.timed_out = False  # the interrupt worked: later cells are graded normally
