@@ -46,6 +46,7 @@ from typing import Literal, get_args
 
 import nbformat
 
+from autograder import sandbox
 from autograder.checks import run_verdict, split_check
 from autograder.merge import MergeResult, merge
 from dgm.config import PROFILES, check_choice
@@ -164,24 +165,10 @@ def _culprit(cells: list[dict]) -> int | None:
 
 
 def sandbox_limits(args) -> Limits:
-    """The kernel's limits, and the folders it must not see: the instructor's source (hidden
-    checks), the output folder (everyone's results), the unpacked and submitted files."""
-    hide = {Path(args.source).resolve(), Path(args.out).resolve()}
-    hide |= {Path(s).resolve().parent if Path(s).is_file() else Path(s).resolve()
-             for s in args.submissions}
-    if getattr(args, "unpack_dir", None):
-        hide.add(Path(args.unpack_dir).resolve())
-    # Never a folder the kernel needs: the course packages, Python, the data, temporary files.
-    from dgm.data import data_root
-    from dgm.evaluate import default_cache_dir
-
-    needed = [ROOT, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
-              Path(tempfile.gettempdir()).resolve(), data_root(), default_cache_dir().resolve()]
-    hide = {h for h in hide if not any(n == h or h in n.parents for n in needed)}
+    """The kernel's limits, and whether it runs in the bubblewrap sandbox."""
     return Limits(memory_mb=getattr(args, "memory_mb", 6144) or None,
                   nproc=getattr(args, "max_procs", 512) or None,
-                  isolate=not getattr(args, "no_sandbox", False),
-                  hide=tuple(sorted(str(h) for h in hide)))
+                  isolate=not getattr(args, "insecure_no_sandbox", False))
 
 
 def run_until_done(nb, workdir: Path, args, env: dict, attempts: int = MAX_RERUNS) -> RunResult:
@@ -336,9 +323,9 @@ def grade_submission(sub: Submission, source, args, out: Path, workroot: Path,
                 gpus.put(gpu)
         judge(source, run)
         if run.sandbox and run.sandbox.get("network", True):
-            notes_sandbox = ("The notebook ran outside the grader's sandbox (this machine has no "
-                             "Linux user namespaces, or the instructor turned it off): it had "
-                             "network access and no read-only file system. Your grade is not "
+            notes_sandbox = ("The notebook ran outside the grader's sandbox: the instructor "
+                             "turned isolation off (--insecure-no-sandbox), so it could read "
+                             "this machine's files and reach the network. Your grade is not "
                              "affected.")
             merged.note("", notes_sandbox)
         timings["judge_s"] = sum(c.get("judge_s", 0.0) for c in run.cells)
@@ -403,9 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory limit per submission in MiB (default 6144)")
     p.add_argument("--max-procs", type=int, default=512,
                    help="process and thread limit per submission (default 512)")
-    p.add_argument("--no-sandbox", action="store_true",
-                   help="run kernels without namespaces (no network isolation, no read-only "
-                        "file system): only for debugging the grader")
+    p.add_argument("--insecure-no-sandbox", action="store_true",
+                   help="run kernels without the bubblewrap sandbox (they can read this "
+                        "machine's files and reach the network); without it, grading refuses "
+                        "to start where bubblewrap cannot run")
     p.add_argument("--require-full-marks", action="store_true",
                    help="exit 1 unless every submission earns every auto-graded point (CI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -438,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{source_path} does not exist")
         source = read_notebook(source_path)
         validate(source, str(source_path))
-    except ValueError as exc:
+        sandbox.require(insecure=args.insecure_no_sandbox)
+    except (ValueError, sandbox.SandboxUnavailable) as exc:
         parser.error(str(exc))
     args.source = str(args.source)
     os.environ["DGM_PROFILE"] = args.profile  # verdicts re-run the checks' setup here
