@@ -251,3 +251,13 @@ def test_the_probe_names_what_to_install_when_bwrap_is_missing(monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     problem = sandbox.bwrap_problem.__wrapped__()
     assert "apt-get install bubblewrap" in problem
+
+
+def test_a_cuda_kernel_gets_only_the_gpu_it_was_given(monkeypatch):
+    present = {"/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"}
+    monkeypatch.setattr(sandbox.os.path, "exists", lambda p: p in present)
+    assert sandbox.gpu_devices("1") == ["/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+    assert sandbox.gpu_devices(None) == [] and sandbox.gpu_devices("GPU-abc") == []
+    argv = sandbox.bwrap_argv({"workdir": "/tmp/w", "device": "cpu",
+                               "env": {"CUDA_VISIBLE_DEVICES": "1"}}, ["true"])
+    assert not any(a.startswith("/dev/nvidia") for a in argv)  # no GPU on cpu
