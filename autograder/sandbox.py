@@ -8,7 +8,8 @@ SPEC.json (written by :mod:`autograder.runner`, outside the kernel's folder) say
 
 ``memory_mb``   a memory limit: a cgroup (v1 or v2) when this process may create one, else
                 ``RLIMIT_AS`` (address space; only on CPU, since CUDA reserves address space);
-``nproc``       a process/thread limit: the cgroup's ``pids.max``, else ``RLIMIT_NPROC``;
+``nproc``       a process/thread limit: the cgroup's ``pids.max``, else ``RLIMIT_NPROC`` set
+                inside the kernel's user namespace (:func:`limit_processes`);
 ``isolate``     whether to run the kernel under bubblewrap (false only when the instructor
                 passed ``--insecure-no-sandbox``);
 ``workdir``     the kernel's folder: its connection file, its sockets, HOME; the one writable
@@ -221,18 +222,35 @@ def launch(spec_path: str, cmd: list[str]) -> None:
     if memory_mb and "memory" not in status["limits"] and spec.get("device") == "cpu":
         if _setrlimit(resource.RLIMIT_AS, memory_mb * 2**20):
             status["limits"].append("memory (address space)")
-    if nproc and "pids" not in status["limits"]:
-        # Inherited through bwrap; counted per user, so it binds only where the grader is not
-        # root (root ignores it): the pids cgroup is the limit that always holds.
-        if _setrlimit(resource.RLIMIT_NPROC, nproc) and os.geteuid() != 0:
+    inner = list(cmd)
+    # Linux never applies RLIMIT_NPROC to root (user id 0 outside, whatever the namespace): a
+    # grader running as root needs the pids cgroup for this limit.
+    if nproc and "pids" not in status["limits"] and os.geteuid() != 0:
+        if isolate:  # set inside the kernel's user namespace: it counts that namespace's processes
+            inner = [sys.executable, "-m", "autograder.sandbox", "--nproc", str(int(nproc)), "--",
+                     *cmd]
+            status["limits"].append("processes (rlimit)")
+        elif _setrlimit(resource.RLIMIT_NPROC, nproc):
             status["limits"].append("processes (rlimit)")
     if spec.get("status"):
         Path(spec["status"]).write_text(json.dumps(status))
-    argv = bwrap_argv(spec, cmd) if isolate else cmd
+    argv = bwrap_argv(spec, inner) if isolate else inner
     os.execvp(argv[0], argv)
 
 
+def limit_processes(nproc: int, cmd: list[str]) -> None:
+    """In the sandbox: limit this user namespace's processes and threads, exec the kernel.
+
+    Set here rather than before bubblewrap, ``RLIMIT_NPROC`` counts the processes of the
+    kernel's own user namespace only, not every process of the grader's user (root is exempt
+    from it: see :func:`launch`)."""
+    _setrlimit(resource.RLIMIT_NPROC, nproc)
+    os.execvp(cmd[0], cmd)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--nproc"] and argv[2:3] == ["--"]:
+        limit_processes(int(argv[1]), argv[3:])
     if "--" not in argv or argv.index("--") != 1:
         raise SystemExit("usage: python -m autograder.sandbox SPEC.json -- KERNEL COMMAND...")
     launch(argv[0], argv[2:])

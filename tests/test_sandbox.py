@@ -14,6 +14,7 @@ process it can see (the grader's process holds a secret variable); and writes /d
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -261,3 +262,28 @@ def test_a_cuda_kernel_gets_only_the_gpu_it_was_given(monkeypatch):
     argv = sandbox.bwrap_argv({"workdir": "/tmp/w", "device": "cpu",
                                "env": {"CUDA_VISIBLE_DEVICES": "1"}}, ["true"])
     assert not any(a.startswith("/dev/nvidia") for a in argv)  # no GPU on cpu
+
+
+@needs_bwrap
+def test_without_a_cgroup_the_process_limit_still_holds_in_the_sandbox(tmp_path):
+    """Where no cgroup can be made, ``RLIMIT_NPROC`` is set inside the kernel's user namespace
+    and caps its processes; Linux exempts root from it, and then the sandbox must not claim it."""
+    work, status = tmp_path / "work", tmp_path / "status.json"
+    work.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(
+        str(p.parent) for p in sandbox.package_dirs())}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "workdir": str(work), "isolate": True, "nproc": 16, "memory_mb": None, "env": env,
+        "readonly": sandbox.readonly_paths(env), "status": str(status), "device": "cpu",
+        "cgroup_name": "no-such-parent/none"}))  # cannot be created: no cgroup
+    spawn = ("import subprocess\nstarted = []\nfor _ in range(40):\n    try:\n"
+             "        started.append(subprocess.Popen(['sleep', '5']))\n    except OSError:\n"
+             "        break\nprint('STARTED', len(started))\nfor p in started:\n    p.kill()\n")
+    done = subprocess.run([sys.executable, "-m", "autograder.sandbox", str(spec), "--",
+                           sys.executable, "-c", spawn], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=env["PYTHONPATH"]))
+    claimed = "processes (rlimit)" in json.loads(status.read_text())["limits"]
+    started = int(done.stdout.split("STARTED ")[1].split()[0])
+    assert claimed == (os.geteuid() != 0)
+    assert (0 < started < 16) == claimed, done.stdout + done.stderr
