@@ -214,8 +214,8 @@ def launch(spec_path: str, cmd: list[str]) -> None:
     """Apply the limits to this process, write what was applied, exec the sandboxed kernel."""
     spec = json.loads(Path(spec_path).read_text())
     isolate = bool(spec.get("isolate"))
-    status: dict = {"sandbox": "bubblewrap" if isolate else "off", "namespaces": isolate,
-                    "network": not isolate, "limits": [], "cgroups": []}
+    status: dict = {"sandbox": "bubblewrap" if isolate else "off", "network": not isolate,
+                    "limits": [], "cgroups": []}
     memory_mb, nproc = spec.get("memory_mb"), spec.get("nproc")
     status["limits"] = _cgroup(spec.get("cgroup_name", f"dgm-{os.getpid()}"), memory_mb, nproc,
                                status["cgroups"])
