@@ -19,7 +19,7 @@ override DGM_DATA := $(abspath $(DGM_DATA))
 export DGM_DATA
 endif
 
-.PHONY: book test install mathjax browser clean help
+.PHONY: book test install mathjax browser bubblewrap clean help
 
 help:
 	@sed -n '1,7p' Makefile
@@ -54,8 +54,14 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else sudo apt-get install -y chromium; fi; }
 
+# Debian's bubblewrap: the grader runs every student kernel in it and refuses to start without it.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  else sudo apt-get install -y bubblewrap; fi; }
+
 # JOBS test processes share the cores: one math thread each avoids oversubscribing them.
-test: install mathjax browser
+test: install mathjax browser bubblewrap
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests -n $(JOBS) --dist loadscope
 
 clean:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Literal, get_args
 from autograder.config import GradeConfig
 from autograder.runner import Limits, RunResult, kernel_env, run_notebook
 
-ROOT = Path(__file__).resolve().parent.parent
 #: How many times a notebook is run again after a cell killed its kernel.
 MAX_RERUNS = 3
 #: The source of a cell that killed the kernel, in the runs after it.
@@ -91,21 +89,11 @@ class Workspace:
     gpus: Queue | None = None      # free GPU ids, one taken per running submission
 
 
-def sandbox_limits(cfg: GradeConfig, unpacked: Path) -> Limits:
-    """The kernel's limits, and the folders it must not see: the instructor's source (hidden
-    checks), the output folder (everyone's results), the unpacked and submitted files."""
-    hide = {Path(cfg.source_dir).resolve(), Path(cfg.out).resolve(), unpacked.resolve()}
-    hide |= {Path(s).resolve().parent if Path(s).is_file() else Path(s).resolve()
-             for s in cfg.submissions}
-    # Never a folder the kernel needs: the course packages, Python, the data, temporary files.
-    from dgm.data import data_root
-    from dgm.evaluate import default_cache_dir
-
-    needed = [ROOT, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
-              Path(tempfile.gettempdir()).resolve(), data_root(), default_cache_dir().resolve()]
-    hide = {h for h in hide if not any(n == h or h in n.parents for n in needed)}
+def sandbox_limits(cfg: GradeConfig) -> Limits:
+    """The kernel's limits, and whether it runs in the bubblewrap sandbox (whose view of the
+    file system is built from nothing, so no folder needs hiding: see :mod:`autograder.sandbox`)."""
     return Limits(memory_mb=cfg.memory_mb or None, nproc=cfg.max_procs or None,
-                  isolate=cfg.sandbox, hide=tuple(sorted(str(h) for h in hide)))
+                  isolate=cfg.sandbox)
 
 
 def _culprit(cells: list[dict]) -> int | None:
@@ -160,7 +148,7 @@ def run(nb, student: str, cfg: GradeConfig, work: Workspace) -> Execution:
         extra = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}
         env = kernel_env(cfg.profile, cfg.device, cfg.threads, extra)
         workdir = Path(tempfile.mkdtemp(prefix=f"{student}-", dir=work.root))
-        result = run_until_done(nb, workdir, cfg, env, sandbox_limits(cfg, work.unpacked))
+        result = run_until_done(nb, workdir, cfg, env, sandbox_limits(cfg))
         if not cfg.keep_work:
             shutil.rmtree(workdir, ignore_errors=True)
     finally:

@@ -28,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from autograder import sandbox
 from autograder.config import GradeConfig
 from autograder.pipeline import UsageError, grade_batch, load_assignment, prepare_verdicts
 from autograder.release import ASSIGNMENTS
@@ -61,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory limit per submission in MiB (default 6144)")
     p.add_argument("--max-procs", type=int, default=512,
                    help="process and thread limit per submission (default 512)")
-    p.add_argument("--insecure-no-sandbox", "--no-sandbox", dest="insecure_no_sandbox",
-                   action="store_true",
-                   help="run kernels without isolation (network, every file readable): only "
-                        "for debugging the grader; the feedback says so")
+    p.add_argument("--insecure-no-sandbox", dest="insecure_no_sandbox", action="store_true",
+                   help="run kernels without the bubblewrap sandbox (they can read this "
+                        "machine's files and reach the network); without it, grading refuses "
+                        "to start where bubblewrap cannot run. The feedback says so")
     p.add_argument("--require-full-marks", action="store_true",
                    help="exit 1 unless every submission earns every auto-graded point (CI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = GradeConfig.from_args(args)
         assignment = load_assignment(cfg)
-    except ValueError as exc:
+        sandbox.require(insecure=not cfg.sandbox)
+    except (ValueError, sandbox.SandboxUnavailable) as exc:
         parser.error(str(exc))
     prepare_verdicts(cfg, assignment)
     try:

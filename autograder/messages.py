@@ -30,9 +30,9 @@ REJECTED = "Not graded: the submitted file could not be graded (see the message 
 PENDING = "Pending: graded by hand."
 PENDING_SHORT = "Pending."
 NO_ANSWER = "No answer found (the placeholder is still there)."
-OUTSIDE_SANDBOX = ("The notebook ran outside the grader's sandbox (this machine has no Linux "
-                   "user namespaces, or the instructor turned it off): it had network access "
-                   "and no read-only file system. Your grade is not affected.")
+OUTSIDE_SANDBOX = ("The notebook ran outside the grader's sandbox: the instructor turned "
+                   "isolation off (--insecure-no-sandbox), so it could read this machine's "
+                   "files and reach the network. Your grade is not affected.")
 
 
 # --- redaction --------------------------------------------------------------------------------

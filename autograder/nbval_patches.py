@@ -69,8 +69,13 @@ def apply(sandbox: str | None) -> None:
 
 
 def _patch_kernel_start() -> None:
-    """nbval starts kernels with ``jupyter_client.start_new_kernel``: start ours instead, over
-    Unix sockets in the kernel's folder and through the sandbox launcher when one is set."""
+    """nbval starts kernels with ``jupyter_client.start_new_kernel``: start ours instead, with
+    its connection file and Unix sockets in the kernel's own folder (the only folder of the
+    grading run its sandbox holds), through the sandbox launcher when one is set.
+
+    A sandboxed kernel runs in a session of its own (bubblewrap's ``--new-session``), out of
+    reach of the signal Jupyter sends to interrupt a cell, so it is interrupted by a message on
+    its control channel instead (the kernel then signals itself)."""
     import sys
 
     import nbval.kernel
@@ -89,7 +94,10 @@ def _patch_kernel_start() -> None:
     def start_new_kernel(startup_timeout=60, kernel_name="python", **kwargs):
         cwd = kwargs.get("cwd") or os.getcwd()
         km = SandboxedKernelManager(kernel_name=kernel_name, transport="ipc",
-                                    ip=os.path.join(cwd, "kernel"))
+                                    ip=os.path.join(cwd, "kernel"),
+                                    connection_file=os.path.join(cwd, "kernel.json"))
+        if _state["sandbox"]:
+            km.kernel_spec.interrupt_mode = "message"
         km.start_kernel(**kwargs)
         kc = km.client()
         kc.start_channels()

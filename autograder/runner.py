@@ -7,15 +7,18 @@ Each submission runs in its own fresh folder (the kernel's working folder) with:
 
 under a fixed kernel name (the notebook's own kernel metadata is ignored), plugin
 auto-loading off (no stray plugins from the environment) and an empty ``pytest.ini`` (no
-project settings). The kernel inherits the environment set here: ``DGM_PROFILE``,
-``DGM_DEVICE``, ``DGM_DATA`` and ``DGM_CACHE`` (the instructor's data and model cache,
-resolved here), ``PYTHONHASHSEED=0``,
-``MPLBACKEND=Agg`` and a thread count that shares the cores between parallel jobs. The
-results and the executed notebook are written outside the kernel's folder, to paths the
-kernel cannot reach: one JSON document on a pipe, read only when pytest exits normally (see
-:mod:`autograder.nbval_plugin`). The kernel runs in a sandbox (:mod:`autograder.sandbox`)
-with the :class:`Limits` given. The whole run is bounded too: after ``total_timeout`` seconds
-its process group (pytest and the sandbox launcher, hence the kernel) is killed.
+project settings). pytest and the kernel get an environment built from an allow-list
+(:func:`kernel_env`), never the grader's own: ``DGM_PROFILE``, ``DGM_DEVICE``, ``DGM_DATA``
+and ``DGM_CACHE`` (the instructor's data and model cache, resolved here), ``PYTHONPATH`` (the
+course packages), ``PYTHONHASHSEED=0``, ``MPLBACKEND=Agg``, a thread count that shares the
+cores between parallel jobs, the GPU given, and HOME and the temporary folders in the kernel's
+folder. The results and the executed notebook are written outside the kernel's folder, to
+paths the kernel cannot reach: one JSON document on a pipe, read only when pytest exits
+normally (see :mod:`autograder.nbval_plugin`). The kernel runs in a bubblewrap sandbox
+(:mod:`autograder.sandbox`) with the :class:`Limits` given; a run that asks for isolation where
+bubblewrap cannot run raises :class:`autograder.sandbox.SandboxUnavailable` instead of running
+unsandboxed. The whole run is bounded too: after ``total_timeout`` seconds its process group
+(pytest and the sandbox launcher, hence the kernel) is killed.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.sandbox import namespaces_available
+from autograder import sandbox as _sandbox
 
 
 #: Runs still going (their process groups are killed if the grader exits, e.g. on Ctrl-C).
@@ -78,21 +81,29 @@ class RunResult:
 
 def kernel_env(profile: str, device: str, threads: int | None = None,
                extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the pytest process, inherited by the kernel."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "DGM_GRADER_")) and k != "JUPYTER_PLATFORM_DIRS"}
-    # The kernel's HOME is its own folder (see run_notebook): hand it the instructor's data and
-    # model cache explicitly, read-only in the sandbox, so it neither downloads nor retrains.
+    """The environment of the pytest process and its kernel, built from an allow-list: nothing
+    of the grader's own environment (its secrets, tokens, paths) is copied. ``extra`` holds
+    what the grader adds (``CUDA_VISIBLE_DEVICES``); :func:`run_notebook` adds HOME and the
+    temporary folders, in the kernel's folder."""
     from dgm.data import data_root
     from dgm.evaluate import default_cache_dir
 
-    env.setdefault("DGM_DATA", str(data_root()))
-    env.setdefault("DGM_CACHE", str(default_cache_dir().resolve()))
-    env.update(DGM_PROFILE=profile, DGM_DEVICE=device, PYTHONHASHSEED="0", MPLBACKEND="Agg",
-               PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    roots = list(dict.fromkeys(str(p.parent) for p in _sandbox.package_dirs()))
+    env = {"PATH": os.pathsep.join(dict.fromkeys([str(Path(sys.executable).parent),
+                                                  "/usr/local/bin", "/usr/bin", "/bin"])),
+           "LANG": "C.UTF-8", "USER": "student", "LOGNAME": "student",
+           "PYTHONPATH": os.pathsep.join(roots),
+           # The kernel's HOME is its own folder: hand it the instructor's data and model cache
+           # explicitly, read-only in the sandbox, so it neither downloads nor retrains.
+           "DGM_DATA": str(data_root()), "DGM_CACHE": str(default_cache_dir().resolve()),
+           "DGM_PROFILE": profile, "DGM_DEVICE": device, "PYTHONHASHSEED": "0",
+           "MPLBACKEND": "Agg", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env.setdefault(var, str(threads))
+            env[var] = str(threads)
+    if device == "cuda" and os.path.isdir(_sandbox.NVIDIA_DRIVER):
+        env["LD_LIBRARY_PATH"] = f"{_sandbox.NVIDIA_DRIVER}/lib64:{_sandbox.NVIDIA_DRIVER}/lib"
     env.update(extra or {})
     return env
 
@@ -103,8 +114,7 @@ class Limits:
 
     memory_mb: int | None = 6144
     nproc: int | None = 512
-    isolate: bool = True          # namespaces: no network, hidden folders, own PIDs
-    hide: tuple[str, ...] = ()    # folders the kernel must not see
+    isolate: bool = True          # bubblewrap; False only with --insecure-no-sandbox
 
 
 def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float,
@@ -112,23 +122,25 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
                  limits: Limits | None = None) -> RunResult:
     """Execute ``nb`` with nbval in ``workdir`` (created, must be new or empty)."""
     limits = limits or Limits()
+    if limits.isolate:
+        _sandbox.require()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "pytest.ini").write_text("[pytest]\naddopts =\n")
     nb_path = workdir / "submission.ipynb"
     nb_path.write_text(nbformat.writes(nb), encoding="utf-8")
     private = Path(tempfile.mkdtemp(prefix="dgm-grader-private-"))
     spec, status = private / "sandbox.json", private / "sandbox-status.json"
+    own = dict(env, HOME=str(workdir), IPYTHONDIR=str(workdir / ".ipython"),
+               MPLCONFIGDIR=str(workdir / ".matplotlib"), XDG_CACHE_HOME=str(workdir / ".cache"),
+               TMPDIR=str(workdir / ".tmp"))
+    kernel = {k: v for k, v in own.items() if not k.startswith(("PYTEST_", "DGM_GRADER_"))}
     spec.write_text(json.dumps({
         "workdir": str(workdir), "memory_mb": limits.memory_mb, "nproc": limits.nproc,
-        "isolate": limits.isolate and namespaces_available(),
-        "hide": [str(Path(h).resolve()) for h in limits.hide],
+        "isolate": limits.isolate, "readonly": _sandbox.readonly_paths(kernel), "env": kernel,
         "status": str(status), "device": env.get("DGM_DEVICE", "cpu"),
         "cgroup_name": f"dgm-grader-{private.name}"}))
     read_fd, write_fd = os.pipe()
-    run_env = dict(env, DGM_GRADER_FD=str(write_fd), DGM_GRADER_SANDBOX=str(spec),
-                   HOME=str(workdir), IPYTHONDIR=str(workdir / ".ipython"),
-                   MPLCONFIGDIR=str(workdir / ".matplotlib"), XDG_CACHE_HOME=str(workdir / ".cache"),
-                   TMPDIR=str(workdir / ".tmp"))
+    run_env = dict(own, DGM_GRADER_FD=str(write_fd), DGM_GRADER_SANDBOX=str(spec))
     (workdir / ".tmp").mkdir(exist_ok=True)
     cmd = [sys.executable, "-c", PYTEST_MAIN, nb_path.name, "-p", "nbval.plugin",
            "-p", "autograder.nbval_plugin", "-p", "no:cacheprovider", "--nbval-lax",

@@ -1,4 +1,4 @@
-"""Start a student's kernel in a sandbox: its own namespaces, limits, and no network.
+"""Start a student's kernel in a bubblewrap sandbox whose view of the machine is built from nothing.
 
 The grader's pytest process (trusted) starts the kernel through this launcher::
 
@@ -8,23 +8,26 @@ SPEC.json (written by :mod:`autograder.runner`, outside the kernel's folder) say
 
 ``memory_mb``   a memory limit: a cgroup (v1 or v2) when this process may create one, else
                 ``RLIMIT_AS`` (address space; only on CPU, since CUDA reserves address space);
-``nproc``       a process/thread limit: the cgroup's ``pids.max``, else ``RLIMIT_NPROC``;
-``hide``        folders the kernel must not see (the instructor's source with the hidden
-                checks, the output folder): an empty read-only tmpfs is mounted over each;
-``workdir``     the kernel's folder (the one writable place);
-``isolate``     whether to use the namespaces below (the grader asks once whether they work);
-``status``      where to write what could be applied (the grader says what was not, in the
-                feedback, instead of failing).
+``nproc``       a process/thread limit: the cgroup's ``pids.max``, else ``RLIMIT_NPROC`` set
+                inside the kernel's user namespace (:func:`limit_processes`);
+``isolate``     whether to run the kernel under bubblewrap (false only when the instructor
+                passed ``--insecure-no-sandbox``);
+``workdir``     the kernel's folder: its connection file, its sockets, HOME; the one writable
+                place besides a private /tmp and /dev/shm;
+``readonly``    folders the kernel may read (:func:`readonly_paths`);
+``env``         the kernel's whole environment (an allow-list, see :func:`autograder.runner.kernel_env`);
+``device``      ``cpu`` or ``cuda``; with ``cuda`` the GPU named by ``env["CUDA_VISIBLE_DEVICES"]``;
+``status``      where to write what was applied (the grader puts it in the feedback).
 
-Where the operating system allows it (Linux, unprivileged user namespaces), the kernel runs
-under ``unshare``: a new user namespace (its root has no privilege outside it), a new PID
-namespace (it cannot see or signal the grader, and everything in it dies with it), a new
-network namespace with no interface up (no network at all; the kernel talks to pytest over
-Unix sockets, see the ``ipc`` transport in :mod:`autograder.nbval_plugin`) and a new mount
-namespace in which every file system is read-only except the kernel's folder (and /dev),
-and the ``hide`` folders are covered; a second, nested user namespace locks those mounts. The
-launcher execs, so the process pytest started is the sandbox: killing it kills the kernel and
-its children.
+The launcher applies the limits to itself, then execs ``bwrap`` (Debian's ``bubblewrap``),
+which runs the kernel in new user, PID, network, IPC, UTS and cgroup namespaces, in a new
+session, with no capability, dying with its parent, with the environment of the spec only, and
+with a file system that holds only (:func:`bwrap_argv`): /usr and the /bin, /lib symlinks, the
+dynamic linker's cache, the Python installation and the course packages (read-only, not the
+repository around them), the data and the model cache (read-only), the kernel's own folder
+(writable), a private /tmp, a fresh /proc, and a minimal /dev with a private /dev/shm, plus,
+with CUDA, the one GPU the kernel was given. Nothing else exists: not other kernels' folders or
+sockets, not .git, not the solutions, not the output, not anyone's home.
 """
 
 from __future__ import annotations
@@ -39,6 +42,119 @@ import sys
 from pathlib import Path
 
 CGROUP_ROOTS = ("/sys/fs/cgroup",)
+INSTALL_HINT = ("install Debian's bubblewrap (`apt-get install bubblewrap`, or `make test`, "
+                "which installs it)")
+#: What every kernel gets of the system: programs and libraries, and the linker's cache.
+SYSTEM_RO = ("/usr", "/etc/ld.so.cache")
+SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+NAMESPACES = ("--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+              "--unshare-uts", "--unshare-cgroup-try")
+NVIDIA_SHARED = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
+NVIDIA_DRIVER = "/usr/local/nvidia"
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap cannot run on this machine: grading must not start unsandboxed."""
+
+
+def _system_args() -> list[str]:
+    args: list[str] = []
+    for path in SYSTEM_RO:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    for path in SYSTEM_LINKS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def _base_args() -> list[str]:
+    return ["--die-with-parent", "--new-session", "--cap-drop", "ALL", *NAMESPACES,
+            "--hostname", "kernel", "--clearenv", *_system_args(),
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+
+
+@functools.lru_cache(maxsize=None)
+def bwrap_problem() -> str | None:
+    """None when bubblewrap can build the kernels' sandbox here, else what is wrong and what to
+    do (asked once per process: the probe starts ``true`` in the same namespaces)."""
+    if sys.platform != "linux":
+        return f"the grader's sandbox (bubblewrap) needs Linux, not {sys.platform}"
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return f"bubblewrap (`bwrap`) is not installed: {INSTALL_HINT}"
+    try:
+        probe = subprocess.run([exe, *_base_args(), "--remount-ro", "/", "--", "true"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap ({exe}) could not be started ({exc}): {INSTALL_HINT}"
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
+        return (f"bubblewrap ({exe}) cannot make the sandbox's namespaces here ({why}); allow "
+                "unprivileged user namespaces (e.g. `sysctl kernel.unprivileged_userns_clone=1`, "
+                "or `kernel.apparmor_restrict_unprivileged_userns=0` on Ubuntu) or "
+                f"{INSTALL_HINT}")
+    return None
+
+
+def require(insecure: bool = False) -> None:
+    """Raise :class:`SandboxUnavailable` (its message says what to install) when bubblewrap
+    cannot run here, unless the instructor turned isolation off (``insecure``)."""
+    problem = None if insecure else bwrap_problem()
+    if problem:
+        raise SandboxUnavailable(
+            f"grading refuses to start: {problem}. To grade without isolation anyway (student "
+            "code could then read this machine's files and reach the network), pass "
+            "--insecure-no-sandbox.")
+
+
+def package_dirs() -> list[Path]:
+    """The folders of the course packages the kernel imports (``dgm``, ``autograder``)."""
+    import autograder
+    import dgm
+
+    return [Path(m.__file__).resolve().parent for m in (dgm, autograder)]
+
+
+def readonly_paths(env: dict[str, str]) -> list[str]:
+    """What a kernel may read besides the system: the Python installation (``sys.prefix`` and
+    ``sys.base_prefix``), the course packages' own folders, the data and the model cache."""
+    paths: list[Path] = []
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        paths += [Path(prefix), Path(prefix).resolve()]
+    paths += package_dirs()
+    paths += [Path(env[k]) for k in ("DGM_DATA", "DGM_CACHE") if env.get(k)]
+    found = {str(p) for p in paths if p.exists()}
+    return sorted(found, key=lambda p: (p.count("/"), p))  # parents before children
+
+
+def gpu_devices(visible: str | None) -> list[str]:
+    """The device files of the one GPU ``visible`` (``CUDA_VISIBLE_DEVICES``) names, and the
+    driver's shared ones, where they exist."""
+    if visible is None or not visible.strip().isdigit():
+        return []
+    wanted = [f"/dev/nvidia{int(visible)}", *NVIDIA_SHARED]
+    return [d for d in wanted if os.path.exists(d)]
+
+
+def bwrap_argv(spec: dict, cmd: list[str]) -> list[str]:
+    """The ``bwrap`` command line that runs ``cmd`` in the sandbox ``spec`` describes."""
+    workdir = str(spec["workdir"])
+    env = dict(spec.get("env") or {})
+    argv = [shutil.which("bwrap") or "bwrap", *_base_args()]
+    for path in spec.get("readonly", []):
+        argv += ["--ro-bind", path, path]
+    if spec.get("device") == "cuda":
+        for dev in gpu_devices(env.get("CUDA_VISIBLE_DEVICES")):
+            argv += ["--dev-bind", dev, dev]
+        if os.path.isdir(NVIDIA_DRIVER):
+            argv += ["--ro-bind", NVIDIA_DRIVER, NVIDIA_DRIVER]
+    argv += ["--bind", workdir, workdir, "--remount-ro", "/", "--chdir", workdir]
+    for key, value in sorted(env.items()):
+        argv += ["--setenv", key, value]
+    return [*argv, "--", *cmd]
 
 
 def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
@@ -94,91 +210,50 @@ def _setrlimit(which: int, value: int) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
-def namespaces_available() -> bool:
-    """Whether this machine lets an unprivileged process make the sandbox's namespaces (asked
-    once per grader process; the grader writes the answer into each run's settings)."""
-    if sys.platform != "linux" or not shutil.which("unshare"):
-        return False
-    try:
-        probe = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--pid",
-                                "--fork", "--mount", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
-
-
-def outside(spec_path: str, cmd: list[str]) -> None:
+def launch(spec_path: str, cmd: list[str]) -> None:
+    """Apply the limits to this process, write what was applied, exec the sandboxed kernel."""
     spec = json.loads(Path(spec_path).read_text())
-    status: dict = {"namespaces": False, "network": True, "hidden": [], "limits": [],
-                    "cgroups": []}
-    workdir = Path(spec["workdir"])
+    isolate = bool(spec.get("isolate"))
+    status: dict = {"sandbox": "bubblewrap" if isolate else "off", "network": not isolate,
+                    "limits": [], "cgroups": []}
     memory_mb, nproc = spec.get("memory_mb"), spec.get("nproc")
-
     status["limits"] = _cgroup(spec.get("cgroup_name", f"dgm-{os.getpid()}"), memory_mb, nproc,
                                status["cgroups"])
     if memory_mb and "memory" not in status["limits"] and spec.get("device") == "cpu":
         if _setrlimit(resource.RLIMIT_AS, memory_mb * 2**20):
             status["limits"].append("memory (address space)")
+    inner = list(cmd)
+    # Linux never applies RLIMIT_NPROC to root (user id 0 outside, whatever the namespace): a
+    # grader running as root needs the pids cgroup for this limit.
     if nproc and "pids" not in status["limits"] and os.geteuid() != 0:
-        if _setrlimit(resource.RLIMIT_NPROC, nproc):
+        if isolate:  # set inside the kernel's user namespace: it counts that namespace's processes
+            inner = [sys.executable, "-m", "autograder.sandbox", "--nproc", str(int(nproc)), "--",
+                     *cmd]
             status["limits"].append("processes (rlimit)")
-
-    prefix: list[str] = []
-    if spec.get("isolate"):  # the grader checked that namespaces work here
-        prefix = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child",
-                  "--net", "--mount", "--mount-proc", "--",
-                  sys.executable, "-m", "autograder.sandbox", "--inside",
-                  json.dumps({"hide": spec.get("hide", []), "nproc": nproc,
-                              "workdir": str(workdir)}), "--"]
-        status.update(namespaces=True, network=False, hidden=list(spec.get("hide", [])))
-        if nproc and "pids" not in status["limits"]:
+        elif _setrlimit(resource.RLIMIT_NPROC, nproc):
             status["limits"].append("processes (rlimit)")
     if spec.get("status"):
         Path(spec["status"]).write_text(json.dumps(status))
-    argv = prefix + cmd
+    argv = bwrap_argv(spec, inner) if isolate else inner
     os.execvp(argv[0], argv)
 
 
-def _mount(*args: str) -> bool:
-    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+def limit_processes(nproc: int, cmd: list[str]) -> None:
+    """In the sandbox: limit this user namespace's processes and threads, exec the kernel.
 
-
-def inside(options: dict, cmd: list[str]) -> None:
-    """In the new namespaces: only the kernel's folder stays writable, the hidden folders are
-    covered, processes are limited; then a nested user and mount namespace locks those mounts
-    (its root cannot remount or unmount them) and becomes the kernel.
-
-    ``RLIMIT_NPROC`` counts the processes of this user namespace only, and holds for its root
-    (which has no capability outside it)."""
-    workdir = options["workdir"]
-    hide = [p for p in options.get("hide", []) if Path(p).is_dir()]
-    _mount("--make-rprivate", "/")
-    _mount("--bind", workdir, workdir)
-    for path in hide:
-        _mount("-t", "tmpfs", "-o", "ro,size=4k,mode=555", "dgm-hidden", path)
-    keep = {workdir, *hide}
-    points = sorted({line.split()[4] for line in
-                     Path("/proc/self/mountinfo").read_text().splitlines()})
-    for point in points:
-        if point in keep or point.startswith(("/proc", "/dev")):
-            continue
-        _mount("-o", "remount,bind,ro", point)
-    if options.get("nproc"):
-        _setrlimit(resource.RLIMIT_NPROC, int(options["nproc"]))
-    argv = ["unshare", "--user", "--map-root-user", "--mount", "--", *cmd]
-    os.execvp(argv[0], argv)
+    Set here rather than before bubblewrap, ``RLIMIT_NPROC`` counts the processes of the
+    kernel's own user namespace only, not every process of the grader's user (root is exempt
+    from it: see :func:`launch`)."""
+    _setrlimit(resource.RLIMIT_NPROC, nproc)
+    os.execvp(cmd[0], cmd)
 
 
 def main(argv: list[str]) -> None:
-    if "--" not in argv:
+    if argv[:1] == ["--nproc"] and argv[2:3] == ["--"]:
+        limit_processes(int(argv[1]), argv[3:])
+    if "--" not in argv or argv.index("--") != 1:
         raise SystemExit("usage: python -m autograder.sandbox SPEC.json -- KERNEL COMMAND...")
-    split = argv.index("--")
-    head, cmd = argv[:split], argv[split + 1:]
-    if head and head[0] == "--inside":
-        inside(json.loads(head[1]), cmd)
-    else:
-        outside(head[0], cmd)
+    launch(argv[0], argv[2:])
 
 
 if __name__ == "__main__":

@@ -336,6 +336,6 @@ def test_without_the_sandbox_grading_still_works_and_the_feedback_says_so(tmp_pa
     assert grade.main(["--assignment", "toy", "--source", str(SOURCE),
                        str(STUDENTS / "correct.ipynb"), "--out", str(out), "--device", "cpu",
                        "--profile", "smoke", "--timeout", str(CELL_TIMEOUT), "--no-progress",
-                       "--no-sandbox"]) == 0
+                       "--insecure-no-sandbox"]) == 0
     assert _scores(out, "correct") == FULL
     assert "outside the grader's sandbox" in (out / "correct" / "feedback.md").read_text()
