@@ -39,6 +39,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import sandbox as _sandbox
+from autograder import watchdog
 
 
 #: Runs still going (their process groups are killed if the grader exits, e.g. on Ctrl-C).
@@ -163,6 +164,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         os.close(write_fd)  # only pytest holds the writing end now
     _ACTIVE.add(proc)
     reader.start()
+    finish_watch = watchdog.start(proc.pid, status, limits.memory_mb, limits.nproc)
     error = None
     try:
         log, _ = proc.communicate(timeout=total_timeout)
@@ -173,6 +175,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
     finally:
         _kill_group(proc)  # the sandboxed kernel dies with its launcher, in pytest's group
         _ACTIVE.discard(proc)
+        watched = finish_watch()
     reader.join(timeout=30)
     wall = time.perf_counter() - start
 
@@ -183,6 +186,10 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         sandbox = json.loads(status.read_text())
     except (OSError, ValueError):
         pass
+    if watched.enforced and isinstance(sandbox.get("limits"), list):
+        sandbox["limits"] = sandbox["limits"] + watched.enforced
+    if watched.kills:
+        sandbox["watchdog_kills"] = watched.kills
     if proc.returncode not in (0, 1):  # 0: all cells passed, 1: some failed; else no results
         error = error or (f"the grader's notebook runner stopped abnormally (exit code "
                           f"{proc.returncode})")

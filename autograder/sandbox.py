@@ -169,6 +169,10 @@ def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
         try:
             group.mkdir()
             created.append(str(group))
+            if not (group / "memory.max").exists() or not (group / "pids.max").exists():
+                # the controllers are not enabled below our cgroup: enable them (allowed where
+                # the parent holds no process of its own, e.g. the root of a VM's hierarchy)
+                (group.parent / "cgroup.subtree_control").write_text("+memory +pids")
             if memory_mb:
                 (group / "memory.max").write_text(str(memory_mb * 2**20))
                 (group / "memory.swap.max").write_text("0")
