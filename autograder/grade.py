@@ -47,6 +47,7 @@ from typing import Literal, get_args
 import nbformat
 
 from autograder.checks import run_verdict, split_check
+from autograder.verdicts import start as start_verdicts
 from autograder.merge import MergeResult, merge
 from dgm.config import PROFILES, check_choice
 from autograder.notebook_format import cell_id, cell_meta, read_notebook, source_text, validate
@@ -442,14 +443,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     args.source = str(args.source)
     os.environ["DGM_PROFILE"] = args.profile  # verdicts re-run the checks' setup here
+    profiles: tuple[str, ...] = ()
     if any("dgm.evaluate" in source_text(c) for c in source.cells
            if cell_meta(c).get("role") == "hidden"):
         # Verdicts judge samples with the evaluation classifier: load the grader's copy now,
         # before any student kernel could write a forged one into the cache.
         from dgm.evaluate import get_classifier
 
-        for profile in sorted({args.profile, "smoke"}):  # checks may pin the smoke classifier
+        profiles = tuple(sorted({args.profile, "smoke"}))  # checks may pin the smoke one
+        for profile in profiles:
             get_classifier(profile=profile)
+    start_verdicts(profiles)  # the verdicts' zygote loads its copy too, before any kernel runs
     if args.timeout is None:
         args.timeout = CELL_TIMEOUT[args.profile]
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)

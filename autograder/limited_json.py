@@ -114,11 +114,19 @@ def refusal(value, limits: JsonLimits) -> str | None:
                     return str(limits.too_large())
                 stack.extend((val, depth + 1) for val in item)
         elif isinstance(item, str):
+            size += len(item) + 2
+            if size > limits.max_bytes:
+                return str(limits.too_large())
             if len(item) > limits.max_string:
                 return str(limits.too_long())
-            size += len(item) + 2
         else:
             size += 8
         if size > limits.max_bytes:
             return str(limits.too_large())
     return None
+
+
+#: What the pytest process may send back to the grader on its pipe (one submission's cell
+#: records and executed notebook; the measurements in it were bounded on the pytest side).
+RESULTS = JsonLimits(max_bytes=2 * 2**30, max_depth=64, max_string=2**30,
+                     max_containers=10_000_000, what="the results of the notebook run")

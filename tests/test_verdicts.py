@@ -1,0 +1,192 @@
+"""Verdicts in killable processes: a costly answer, a deep or huge payload, a memory hog each
+cost their own check only, with a message naming the limit, and never slow down another check.
+
+Issue #12, attack class 3: a short SymPy answer made ``simplify`` run for minutes while holding
+a lock every other student's verdict waited on; deep or huge JSON reached the grader unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from autograder import nbval_plugin
+from autograder.checks import CheckFormatError, run_verdict, split_check
+from autograder.observe import MIME, encode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DOUBLE = """\
+import torch
+from autograder.observe import observe
+x = torch.arange(4.0)
+# --- student ---
+obs = observe(y=double(x))
+# --- verdict ---
+assert torch.equal(obs["y"], 2 * x), "wrong"
+"""
+
+
+def _sympy_check(limits_line: str) -> str:
+    """DDPM's real hidden check of the SymPy answers, with a limits line in its verdict."""
+    nb = json.loads((ROOT / "solutions" / "ddpm.ipynb").read_text())
+    source = next("".join(c["source"]) for c in nb["cells"] if c.get("id") == "ddpm-sympy-hidden")
+    return source.replace("# --- verdict ---\n", f"# --- verdict ---\n{limits_line}\n", 1)
+
+
+HONEST = {"mean_x2": "sqrt(alpha_1*alpha_2)*x_0", "var_x2": "1 - alpha_1*alpha_2",
+          "kl_T": "(alphabar*x_0**2 - alphabar - log(1 - alphabar))/2"}
+#: Equal to the right answer, but ``simplify`` needs minutes to see it (expanding a 40th power).
+BOMB = dict(HONEST, mean_x2=(
+    "sqrt(alpha_1*alpha_2)*x_0 + (alpha_1 + alpha_2 + x_0)**40 - (alpha_1**2 + alpha_2**2 + "
+    "x_0**2 + 2*alpha_1*alpha_2 + 2*alpha_1*x_0 + 2*alpha_2*x_0)**20"))
+
+
+def _timed(parts, payloads, results, key, **kwargs):
+    start = time.perf_counter()
+    results[key] = (run_verdict(parts, payloads, **kwargs), time.perf_counter() - start)
+
+
+def test_a_verdict_bomb_costs_its_own_check_only_and_an_honest_one_beside_it_is_prompt():
+    parts = split_check(_sympy_check("# verdict-limits: cpu_s=3"))
+    assert run_verdict(parts, [encode(HONEST)]).status == "passed"  # the check works
+    results: dict = {}
+    bomb = threading.Thread(target=_timed, args=(parts, [encode(BOMB)], results, "bomb"),
+                            kwargs={"timeout": 60})
+    bomb.start()
+    time.sleep(0.5)  # the bomb is being judged now
+    _timed(parts, [encode(HONEST)], results, "honest")
+    bomb.join()
+    honest, honest_s = results["honest"]
+    verdict, bomb_s = results["bomb"]
+    assert honest.status == "passed" and honest.fraction == 1.0
+    assert honest_s < 10.0, f"the honest verdict waited {honest_s:.1f} s behind the bomb"
+    assert verdict.status == "error" and verdict.fraction == 0.0
+    assert "more than 3 s of CPU time" in verdict.message, verdict.message
+    assert bomb_s < 30.0  # killed at its CPU limit, not at the wall-clock limit
+
+
+def test_verdicts_of_different_students_run_at_the_same_time():
+    parts = split_check(DOUBLE.replace('assert', 'time.sleep(1.5)\nassert').replace(
+        "import torch", "import time\nimport torch", 1))
+    results: dict = {}
+    threads = [threading.Thread(target=_timed, args=(parts, [encode({"y": torch.arange(4.0) * 2})],
+                                                     results, n)) for n in range(4)]
+    run_verdict(parts, [encode({"y": torch.arange(4.0) * 2})])  # the zygote is warm
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(v.status == "passed" for v, _ in results.values())
+    assert time.perf_counter() - start < 4.0  # four 1.5 s verdicts, not one after the other
+
+
+def test_a_verdict_that_allocates_too_much_memory_is_stopped_and_costs_its_check_only():
+    hog = split_check("import torch\nfrom autograder.observe import observe\n# --- student ---\n"
+                      "obs = observe(n=1)\n# --- verdict ---\n# verdict-limits: memory_mb=256\n"
+                      "big = torch.ones(obs['n'] * 2**28)  # 1 GiB of float32\n")
+    verdict = run_verdict(hog, [encode({"n": 1})])
+    assert verdict.status == "error" and verdict.fraction == 0.0
+    assert "more than the 256 MB of memory" in verdict.message, verdict.message
+    python_hog = split_check(hog.setup + "# --- student ---\nobs = observe(n=1)\n"
+                             "# --- verdict ---\n# verdict-limits: memory_mb=256\n"
+                             "big = bytearray(obs['n'] * 2**30)\n")
+    assert "256 MB" in run_verdict(python_hog, [encode({"n": 1})]).message
+    ok = run_verdict(split_check(DOUBLE), [encode({"y": torch.arange(4.0) * 2})])
+    assert ok.status == "passed"  # the next check is judged as usual
+
+
+def test_a_verdict_past_its_cpu_limit_is_stopped_with_that_reason():
+    spin = split_check("from autograder.observe import observe\n# --- student ---\n"
+                       "obs = observe(n=1)\n# --- verdict ---\n# verdict-limits: cpu_s=1\n"
+                       "while obs['n']:\n    pass\n")
+    verdict = run_verdict(spin, [encode({"n": 1})], timeout=30)
+    assert verdict.status == "error" and "more than 1 s of CPU time" in verdict.message
+
+
+def _deep(levels: int):
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def _sent(payload) -> list:
+    """What the pytest process keeps of one display output carrying ``payload``."""
+    outputs = [{"output_type": "display_data", "data": {MIME: payload, "text/plain": "x"}}]
+    found = nbval_plugin._observations(outputs)
+    json.dumps(found)  # the pytest process can send it back on its pipe
+    assert MIME not in outputs[0]["data"]  # the executed notebook keeps a placeholder only
+    return found
+
+
+def test_a_deep_payload_gets_a_clear_message_and_costs_its_check_only():
+    found = _sent({"values": {"__dict__": {"y": _deep(100_000)}}})
+    verdict = run_verdict(split_check(DOUBLE), found)
+    assert verdict.status == "error" and verdict.fraction == 0.0
+    assert "the measurements your code sent nest deeper than 8 levels" in verdict.message
+    fine = _sent(encode({"y": torch.arange(4.0) * 2}))
+    assert run_verdict(split_check(DOUBLE), fine).status == "passed"
+
+
+def test_a_huge_payload_gets_a_clear_message_and_a_check_may_ask_for_more():
+    big = encode({"y": torch.zeros(5 * 2**20)})  # 20 MB of float32
+    verdict = run_verdict(split_check(DOUBLE), _sent(big))
+    assert verdict.status == "error" and "are larger than 16 MB" in verdict.message
+    roomy = split_check(DOUBLE.replace("# --- verdict ---\n",
+                                       "# --- verdict ---\n# verdict-limits: payload_mb=32\n"))
+    assert run_verdict(roomy, _sent(big)).status == "failed"  # read, and judged: zeros are wrong
+    text = _sent({"values": {"__dict__": {"y": "x" * (40 * 2**20)}}})
+    assert "are larger than 16 MB" in run_verdict(split_check(DOUBLE), text).message
+
+
+def test_limited_json_refuses_deep_long_and_large_documents_before_parsing():
+    from autograder import limited_json
+
+    small = limited_json.JsonLimits(max_bytes=1000, max_depth=4, max_string=50, what="the data")
+    assert limited_json.loads(b'{"a": [1, [2, "x]]"]]}', small) == {"a": [1, [2, "x]]"]]}
+    with pytest.raises(limited_json.LimitError, match="nest deeper than 64 levels"):
+        limited_json.loads(b"[" * 200_000 + b"]" * 200_000,
+                           limited_json.RESULTS.__class__(10**7, 64, 10**6))
+    assert limited_json.loads('[[["[[[[\\"[["]]]', small) == [[['[[[[\"[[']]]  # in strings: text
+    with pytest.raises(limited_json.LimitError, match="nest deeper than 4"):
+        limited_json.loads("[[[[[1]]]]]", small)
+    with pytest.raises(limited_json.LimitError, match="longer than 50"):
+        limited_json.loads('["' + "a" * 51 + '"]', small)
+    with pytest.raises(limited_json.LimitError, match="larger than"):
+        limited_json.loads("[" + "1," * 600 + "1]", small)
+    assert "nest deeper" in limited_json.refusal(_deep(100_000), small)
+    assert limited_json.refusal({"a": [1, "b"]}, small) is None
+
+
+def test_the_grader_reads_the_pytest_results_through_the_limits():
+    runner = (ROOT / "autograder" / "runner.py").read_text()
+    assert "limited_json.loads(b\"\".join(chunks), limited_json.RESULTS)" in runner
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("# verdict-limits: cpu=3", "keys cpu_s, memory_mb, payload_mb"),
+    ("# verdict-limits: cpu_s=0", "positive whole number"),
+    ("# verdict-limits: cpu_s=2.5", "positive whole number"),
+    ("# verdict-limits: cpu_s=2 cpu_s=3", "twice"),
+    ("# verdict-limits:", "names no limit"),
+    ("# verdict-limits: cpu_s=2\n# verdict-limits: memory_mb=9", "one"),
+])
+def test_malformed_limits_lines_are_rejected(line, reason):
+    with pytest.raises(CheckFormatError, match=reason):
+        split_check(DOUBLE.replace("# --- verdict ---\n", f"# --- verdict ---\n{line}\n"))
+
+
+def test_limits_default_and_are_capped():
+    from autograder.verdicts import CAPS, VerdictLimits, parse_limits
+
+    assert parse_limits("assert True") == VerdictLimits(60, 3072, 16)
+    assert parse_limits("# verdict-limits: memory_mb=4096") == VerdictLimits(60, 4096, 16)
+    assert parse_limits("  #  verdict-limits: cpu_s=99999 payload_mb=999") == VerdictLimits(
+        CAPS.cpu_s, 3072, CAPS.payload_mb)
