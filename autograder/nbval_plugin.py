@@ -163,6 +163,7 @@ def _patch_nbval_kernel() -> None:
 
 def pytest_configure(config):
     _patch_nbval_kernel()
+    _patch_message_limits()
     fd = os.environ.pop("DGM_GRADER_FD", "")
     _state["fd"] = int(fd) if fd.isdigit() else None
     _state["sandbox"] = os.environ.pop("DGM_GRADER_SANDBOX", None) or None
@@ -205,6 +206,73 @@ def _error_output(outputs):
         if out.get("output_type") == "error":
             return out
     return None
+
+
+#: Message types whose content may carry a measurement.
+_DISPLAY_TYPES = ("display_data", "update_display_data", "execute_result")
+
+
+def _limited_content(raw, msg_type: str):
+    """A message's content, read under limits. Content too deep or too large becomes, for a
+    display, a refused measurement that says why (nbval itself would recurse into it, and the
+    grader would then report a dead kernel); any other kind of message is not read."""
+    from autograder.checks import refused_payload
+    from autograder.limited_json import LimitError, loads
+    from autograder.verdicts import CAPS
+
+    limits = CAPS.payload_json()
+    limits = type(limits)(max_bytes=2 * limits.max_bytes, max_depth=limits.max_depth + 8,
+                          max_string=limits.max_string, what=limits.what,
+                          shown_mb=limits.shown_mb, shown_depth=limits.shown_depth)
+    try:
+        content = loads(getattr(raw, "bytes", raw), limits)
+    except LimitError as exc:
+        if msg_type not in _DISPLAY_TYPES:
+            raise
+        return {"data": {OBSERVATION_MIME: refused_payload(str(exc)),
+                         "text/plain": "[measurements refused by the grader]"},
+                "metadata": {}, "transient": {}, "execution_count": None}
+    data = content.get("data") if isinstance(content, dict) else None
+    if isinstance(data, dict) and OBSERVATION_MIME in data:
+        from autograder.limited_json import refusal
+
+        reason = refusal(data[OBSERVATION_MIME], limits)
+        if reason:
+            data[OBSERVATION_MIME] = refused_payload(reason)
+    return content
+
+
+def _patch_message_limits() -> None:
+    """Read the content of every message from the kernel under limits (:func:`_limited_content`);
+    a message whose header or metadata nests too deeply for Jupyter's own JSON reader is dropped
+    (what it carried is then missing, and the check that needed it says so)."""
+    from jupyter_client.session import Session
+    from nbval.kernel import RunningKernel
+
+    if getattr(RunningKernel, "_dgm_limited", False):
+        return
+    deserialize = Session.deserialize
+
+    def limited_deserialize(self, msg_list, content=True, copy=True):
+        msg = deserialize(self, msg_list, content=False, copy=copy)
+        if content:
+            msg["content"] = _limited_content(msg["content"], msg.get("msg_type", ""))
+        return msg
+
+    Session.deserialize = limited_deserialize
+    inner = RunningKernel.get_message
+
+    def get_message(self, stream, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return inner(self, stream, timeout=left)
+            except RecursionError:
+                continue
+
+    RunningKernel.get_message = get_message
+    RunningKernel._dgm_limited = True
 
 
 def _observations(outputs):

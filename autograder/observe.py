@@ -113,7 +113,8 @@ def partial(fraction: float, message: str = "") -> None:
 
 def _decode(value, depth: int, budget: list[int]):
     if depth > MAX_DEPTH + 2:
-        raise ObservationError("measurements nest too deeply")
+        raise ObservationError(f"the measurements your code sent nest deeper than {MAX_DEPTH} "
+                               "levels")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, list):

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
@@ -190,3 +191,89 @@ def test_limits_default_and_are_capped():
     assert parse_limits("# verdict-limits: memory_mb=4096") == VerdictLimits(60, 4096, 16)
     assert parse_limits("  #  verdict-limits: cpu_s=99999 payload_mb=999") == VerdictLimits(
         CAPS.cpu_s, 3072, CAPS.payload_mb)
+
+
+# --- end to end: the real grading command ---------------------------------------------------
+
+SYM_CHECK = """\
+import sympy as sp
+from autograder.observe import observe
+# --- student ---
+obs = observe(answer=str(ANSWER))
+# --- verdict ---
+# verdict-limits: cpu_s=3
+from sympy.parsing.sympy_parser import parse_expr
+x = sp.Symbol("x")
+got = parse_expr(obs["answer"], local_dict={"x": x})
+assert sp.simplify(got - 2 * x) == 0, f"expected 2*x, got {got}"
+"""
+DOUBLE_CHECK = DOUBLE.replace("double(x)", "double_it(x)")
+
+
+def _cell(kind, cid, source, meta=None):
+    new = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+    cell = new(source, id=cid)
+    if meta:
+        cell.metadata["dgm"] = meta
+        cell.metadata["tags"] = [meta["role"]]
+    return cell
+
+
+def _homework(answer: str, sends: str = ""):
+    return nbformat.v4.new_notebook(cells=[
+        _cell("markdown", "intro", "# Two items"),
+        _cell("code", "sym", f"### BEGIN SOLUTION\nANSWER = {answer!r}\n{sends}### END SOLUTION",
+              {"item": "sym", "points": 2, "role": "graded"}),
+        _cell("code", "sym-hidden", SYM_CHECK,
+              {"item": "sym", "points": 2, "role": "hidden", "after": "sym"}),
+        _cell("code", "dbl", "### BEGIN SOLUTION\ndef double_it(v):\n    return 2 * v\n"
+              "### END SOLUTION", {"item": "double", "points": 1, "role": "graded"}),
+        _cell("code", "dbl-hidden", DOUBLE_CHECK,
+              {"item": "double", "points": 1, "role": "hidden", "after": "dbl"}),
+    ])
+
+
+#: An answer whose str() also sends a 600-deep measurement from inside the hidden check.
+DEEP_SEND = f"""
+class _Answer:
+    def __str__(self):
+        from IPython.display import display
+        deep = []
+        for _ in range(600):
+            deep = [deep]
+        display({{{MIME!r}: {{"values": {{"__dict__": {{"answer": deep}}}}}}}}, raw=True)
+        return "2*x"
+
+
+ANSWER = _Answer()
+"""
+
+
+def test_a_bomb_and_a_deep_payload_graded_beside_an_honest_submission_cost_their_items_only(
+        tmp_path):
+    from autograder import grade
+
+    source, subs, out = tmp_path / "source", tmp_path / "subs", tmp_path / "out"
+    source.mkdir()
+    subs.mkdir()
+    nbformat.write(_homework("2*x"), source / "sym.ipynb")
+    nbformat.write(_homework("2*x"), subs / "honest.ipynb")
+    nbformat.write(_homework(BOMB_X), subs / "bomb.ipynb")
+    nbformat.write(_homework("2*x", DEEP_SEND), subs / "deep.ipynb")
+    code = grade.main(["--assignment", "sym", "--source", str(source), str(subs), "--out",
+                       str(out), "--jobs", "2", "--device", "cpu", "--profile", "smoke",
+                       "--timeout", "60", "--no-progress"])
+    assert code == 0
+    results = {s: json.loads((out / s / "results.json").read_text())
+               for s in ("honest", "bomb", "deep")}
+    scores = {s: {t["name"]: t["score"] for t in r["tests"]} for s, r in results.items()}
+    assert scores == {"honest": {"sym": 2.0, "double": 1.0}, "bomb": {"sym": 0.0, "double": 1.0},
+                      "deep": {"sym": 0.0, "double": 1.0}}
+    bomb = next(t["output"] for t in results["bomb"]["tests"] if t["name"] == "sym")
+    assert "more than 3 s of CPU time" in bomb and "kernel had stopped" not in bomb
+    deep = next(t["output"] for t in results["deep"]["tests"] if t["name"] == "sym")
+    assert "nest deeper than 8 levels" in deep and "kernel had stopped" not in deep
+
+
+#: 2*x, written so that ``simplify`` must expand a 40th power of a three-term sum.
+BOMB_X = "2*x + (x + y + z)**40 - (x**2 + y**2 + z**2 + 2*x*y + 2*x*z + 2*y*z)**20"
