@@ -104,6 +104,7 @@ def parse_limits(verdict: str) -> VerdictLimits:
 # --- the zygote -------------------------------------------------------------------------------
 
 _CONTEXT = None
+_PROFILES: set[str] = set()
 _START = threading.Lock()
 
 
@@ -111,10 +112,13 @@ def start(classifier_profiles: tuple[str, ...] = ()) -> None:
     """Start the zygote (once per grader process) and wait until it is warm; it loads the
     evaluation classifiers of ``classifier_profiles`` now, so call this before any student
     kernel runs. :func:`judge` starts it without classifiers if nobody did."""
-    global _CONTEXT
+    global _CONTEXT, _PROFILES
     with _START:
-        if _CONTEXT is not None:
+        if _CONTEXT is not None and set(classifier_profiles) <= _PROFILES:
             return
+        if _CONTEXT is not None:  # started without these classifiers: start a new zygote
+            forkserver._forkserver._stop()
+        _PROFILES = set(classifier_profiles)
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["autograder.verdict_zygote"])
         old = os.environ.get(CLASSIFIERS_ENV)

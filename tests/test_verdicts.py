@@ -277,3 +277,18 @@ def test_a_bomb_and_a_deep_payload_graded_beside_an_honest_submission_cost_their
 
 #: 2*x, written so that ``simplify`` must expand a 40th power of a three-term sum.
 BOMB_X = "2*x + (x + y + z)**40 - (x**2 + y**2 + z**2 + 2*x*y + 2*x*z + 2*y*z)**20"
+
+
+def test_a_verdict_gets_the_classifier_the_zygote_loaded_without_reading_the_cache_again():
+    from autograder import verdicts
+
+    verdicts.start(("smoke",))  # what `grade` does before any kernel runs
+    check = split_check(
+        "import torch\nfrom autograder.observe import observe\n# --- student ---\n"
+        "obs = observe(n=1)\n# --- verdict ---\nimport dgm.evaluate as ev\n\n\n"
+        "def refuse(*args, **kwargs):\n    raise AssertionError('the cache was read again')\n\n\n"
+        "torch.load = refuse\nclf = ev.get_classifier(profile='smoke')\n"
+        "assert any(clf is c for c in ev._LOADED.values()) and ev.TRAINING_RUNS == 0\n"
+        "assert next(clf.parameters()).device.type == 'cpu' and torch.get_num_threads() == 1\n")
+    verdict = run_verdict(check, [encode({"n": 1})])
+    assert verdict.status == "passed", verdict.message
