@@ -181,9 +181,15 @@ def judge(setup: str, verdict: str, payloads: list, limits: VerdictLimits,
     env = {k: os.environ[k] for k in ("DGM_PROFILE", "DGM_DATA", "DGM_CACHE") if k in os.environ}
     receive, send = _CONTEXT.Pipe(duplex=False)
     proc = _Process(target=_child, args=(send, setup, verdict, payloads, limits, wall, env),
-                            daemon=True, name="dgm-verdict")
-    proc.start()
-    send.close()
+                    daemon=True, name="dgm-verdict")
+    try:
+        proc.start()
+    except (OSError, EOFError) as exc:  # the zygote died; the next verdict starts a new one
+        receive.close()
+        return "error", (f"the grader could not start the process that judges this check "
+                         f"({type(exc).__name__}); ask your instructor to grade it again"), 0.0
+    finally:
+        send.close()
     raw, timed_out = None, False
     try:
         if receive.poll(wall):
