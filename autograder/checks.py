@@ -25,23 +25,35 @@ the reference the verdict compares with; because the verdict runs in the grader,
 A check passes when its student section ran without an exception *and* its verdict passed.
 Outside the grader (plain nbval, a solution run by hand) the cell runs top to bottom:
 ``observe`` returns what it was given, so the verdict reads the same ``obs``.
+
+Each verdict runs in a short-lived process of its own, forked from a warm zygote, on the CPU
+with one torch thread (:mod:`autograder.verdicts`), under limits: 60 s of CPU time, 3072 MB of
+memory and 16 MB of measurements by default, and a wall-clock limit of twice the CPU limit plus
+30 s. A verdict that needs more (one that loads weights and draws samples, say) declares it on a
+line of its own in its verdict section::
+
+    # verdict-limits: cpu_s=300 memory_mb=4096 payload_mb=64
+
+with any subset of the three keys, each a positive whole number, given once; the grader caps
+them at cpu_s=900, memory_mb=8192 and payload_mb=256 (a malformed line is a
+:class:`CheckFormatError`). A verdict that goes past its limits, or measurements that nest
+deeper than 8 levels or exceed ``payload_mb``, cost that check only, with a message saying
+which limit was hit. Verdicts of different students run at the same time; nothing (no lock, no
+random state) is shared between them.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 
-from autograder.observe import ObservationError, decode
+from autograder.limited_json import refusal
+from autograder.verdicts import LimitsFormatError, judge, parse_limits
 
 STUDENT_MARK = "# --- student ---"
 VERDICT_MARK = "# --- verdict ---"
 _MARK_RE = re.compile(r"^[ \t]*#\s*---\s*(student|verdict)\s*---\s*$", re.M)
 KERNEL_PRELUDE = "from autograder.observe import observe\n"
-
-#: Verdicts share the grader's process (torch's global RNG included): one at a time.
-_LOCK = threading.Lock()
 
 
 class CheckFormatError(ValueError):
@@ -76,6 +88,10 @@ def split_check(source: str) -> CheckParts:
         raise CheckFormatError("the student section sends nothing: call observe(name=value)")
     if not parts.verdict.strip():
         raise CheckFormatError("the verdict section is empty")
+    try:
+        parse_limits(parts.verdict)
+    except LimitsFormatError as exc:
+        raise CheckFormatError(str(exc)) from None
     return parts
 
 
@@ -86,66 +102,29 @@ class Verdict:
     fraction: float = 1.0
 
 
-class _Observations(dict):
-    def __missing__(self, key):
-        raise ObservationError(
-            f"the check's measurement {key!r} did not reach the grader: the check stopped "
-            "early in your kernel, or your code replaced what it sends")
+#: Key a refused payload carries instead of values (see :func:`refused_payload`).
+REFUSED = "__refused__"
 
 
-#: Seconds a verdict may take (it normally takes well under one).
-VERDICT_TIMEOUT = 120.0
+def refused_payload(reason: str) -> dict:
+    """What stands for a payload too large or too deep to carry: the reason it was refused."""
+    return {REFUSED: str(reason)[:500]}
 
 
-def run_verdict(parts: CheckParts, payloads: list, timeout: float = VERDICT_TIMEOUT) -> Verdict:
-    """Decide one check from the payloads its student section published."""
-    try:
-        obs = _Observations(decode(payloads))
-    except (ObservationError, ValueError, TypeError) as exc:
-        return Verdict("error", f"the check's measurements could not be read ({exc})", 0.0)
-    if not obs:
+def run_verdict(parts: CheckParts, payloads: list, timeout: float | None = None) -> Verdict:
+    """Decide one check from the payloads its student section published, in a process of its
+    own under the check's :class:`~autograder.verdicts.VerdictLimits`; ``timeout`` is its
+    wall-clock limit in seconds (default: twice its CPU limit plus 30 s)."""
+    limits = parse_limits(parts.verdict)
+    if not isinstance(payloads, list):
+        return Verdict("error", "the check's measurements could not be read (not a list)", 0.0)
+    refused = [p[REFUSED] for p in payloads if isinstance(p, dict) and REFUSED in p]
+    reason = refused[0] if refused else refusal(payloads, limits.payload_json())
+    if reason:
+        return Verdict("error", f"the check's measurements could not be read: {reason}; send "
+                       "only what the check asks for", 0.0)
+    if not payloads:
         return Verdict("error", "the check sent no measurements to the grader: something in "
                        "your notebook stopped it or replaced how it reports", 0.0)
-    credit: list[tuple[float, str]] = []
-
-    def partial(fraction: float, message: str = "") -> None:
-        credit.append((min(max(float(fraction), 0.0), 1.0), str(message)))
-
-    global _LOCK
-    namespace = {"__name__": "__dgm_verdict__"}
-    outcome: list[Verdict] = []
-    lock = _LOCK
-
-    def decide() -> None:
-        try:
-            exec(compile(parts.setup, "<hidden check setup>", "exec"), namespace)
-            namespace.update(obs=obs, partial=partial)  # after the setup's own imports
-            exec(compile(parts.verdict, "<hidden check verdict>", "exec"), namespace)
-        except AssertionError as exc:
-            outcome.append(Verdict("failed", str(exc), 0.0))
-        except ObservationError as exc:
-            outcome.append(Verdict("error", str(exc), 0.0))
-        except Exception as exc:  # noqa: BLE001 - malformed measurements break a verdict
-            outcome.append(Verdict("error", f"the check could not use what your code returned "
-                                   f"({type(exc).__name__}: {str(exc)[:200]})", 0.0))
-        finally:
-            lock.release()
-
-    # The verdict is the course's code, but it works on the student's values: a pathological
-    # value (an enormous SymPy expression, say) must cost this check, not stop the batch.
-    if not lock.acquire(timeout=2 * timeout):
-        return Verdict("error", "the grader was too busy to judge this check; ask your "
-                       "instructor to grade it again", 0.0)
-    worker = threading.Thread(target=decide, daemon=True, name="dgm-verdict")
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():  # abandon it (a thread cannot be killed) with the lock it holds
-        _LOCK = threading.Lock()
-        return Verdict("error", f"judging what your code returned took longer than {timeout:g} "
-                       "s", 0.0)
-    if outcome:
-        return outcome[0]
-    if credit:
-        fraction, message = credit[-1]
-        return Verdict("passed", message, fraction)
-    return Verdict("passed")
+    status, message, fraction = judge(parts.setup, parts.verdict, payloads, limits, timeout)
+    return Verdict(status, message, fraction)

@@ -18,6 +18,11 @@ test per patch that shows it in effect against the installed nbval:
 4. **A timeout does not fail every later cell** (:func:`prepare_cell`): after a cell timed out,
    nbval marks all later cells as expected failures (``IPyNbFile.timed_out``); when the
    interrupt worked and the kernel is alive, later cells are graded normally.
+5. **Kernel messages are read under limits** (:func:`_patch_message_limits`):
+   ``jupyter_client.session.Session.deserialize`` reads each message's content with
+   :mod:`autograder.limited_json`, so a measurement nested 100,000 deep or hundreds of MB large
+   becomes a refused measurement that costs its check, instead of a recursion error that nbval
+   would report as a dead kernel.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import os
 import time
 from importlib.metadata import version
 from queue import Empty
+
+from autograder.observe import MIME
 
 #: nbval versions the patches were written and tested against: (lowest, first unsupported).
 SUPPORTED = ((0, 11), (0, 12))
@@ -66,6 +73,7 @@ def apply(sandbox: str | None) -> None:
     _state["sandbox"] = sandbox
     _patch_dead_kernel()
     _patch_kernel_start()
+    _patch_message_limits()
 
 
 def _patch_kernel_start() -> None:
@@ -161,3 +169,70 @@ def prepare_cell(item) -> None:
     kernel = getattr(parent, "kernel", None)
     if getattr(parent, "timed_out", False) and kernel is not None and kernel.is_alive():
         parent.timed_out = False  # the interrupt worked: later cells are graded normally
+
+
+#: Message types whose content may carry a measurement.
+_DISPLAY_TYPES = ("display_data", "update_display_data", "execute_result")
+
+
+def _limited_content(raw, msg_type: str):
+    """A message's content, read under limits. Content too deep or too large becomes, for a
+    display, a refused measurement that says why (nbval itself would recurse into it, and the
+    grader would then report a dead kernel); any other kind of message is not read."""
+    from autograder.checks import refused_payload
+    from autograder.limited_json import LimitError, loads
+    from autograder.verdicts import CAPS
+
+    limits = CAPS.payload_json()
+    limits = type(limits)(max_bytes=2 * limits.max_bytes, max_depth=limits.max_depth + 8,
+                          max_string=limits.max_string, what=limits.what,
+                          shown_mb=limits.shown_mb, shown_depth=limits.shown_depth)
+    try:
+        content = loads(getattr(raw, "bytes", raw), limits)
+    except LimitError as exc:
+        if msg_type not in _DISPLAY_TYPES:
+            raise
+        return {"data": {MIME: refused_payload(str(exc)),
+                         "text/plain": "[measurements refused by the grader]"},
+                "metadata": {}, "transient": {}, "execution_count": None}
+    data = content.get("data") if isinstance(content, dict) else None
+    if isinstance(data, dict) and MIME in data:
+        from autograder.limited_json import refusal
+
+        reason = refusal(data[MIME], limits)
+        if reason:
+            data[MIME] = refused_payload(reason)
+    return content
+
+
+def _patch_message_limits() -> None:
+    """Read the content of every message from the kernel under limits (:func:`_limited_content`);
+    a message whose header or metadata nests too deeply for Jupyter's own JSON reader is dropped
+    (what it carried is then missing, and the check that needed it says so)."""
+    from jupyter_client.session import Session
+    from nbval.kernel import RunningKernel
+
+    if getattr(RunningKernel, "_dgm_limited", False):
+        return
+    deserialize = Session.deserialize
+
+    def limited_deserialize(self, msg_list, content=True, copy=True):
+        msg = deserialize(self, msg_list, content=False, copy=copy)
+        if content:
+            msg["content"] = _limited_content(msg["content"], msg.get("msg_type", ""))
+        return msg
+
+    Session.deserialize = limited_deserialize
+    inner = RunningKernel.get_message
+
+    def get_message(self, stream, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return inner(self, stream, timeout=left)
+            except RecursionError:
+                continue
+
+    RunningKernel.get_message = get_message
+    RunningKernel._dgm_limited = True

@@ -129,11 +129,16 @@ def _error_output(outputs):
 def _observations(outputs):
     """The measurement payloads a hidden check published, in order; the outputs keep only a
     short placeholder (the executed notebook stays small)."""
+    from autograder.checks import refused_payload
+    from autograder.limited_json import refusal
+    from autograder.verdicts import CAPS
+
     found = []
     for out in outputs or []:
         data = out.get("data") or {}
-        if OBSERVATION_MIME in data:
-            found.append(data[OBSERVATION_MIME])
+        if OBSERVATION_MIME in data:  # one too deep or too large costs its check only
+            reason = refusal(data[OBSERVATION_MIME], CAPS.payload_json())
+            found.append(refused_payload(reason) if reason else data[OBSERVATION_MIME])
             out["data"] = {"text/plain": "[measurements sent to the grader]"}
     return found
 

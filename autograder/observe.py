@@ -20,8 +20,11 @@ import base64
 import math
 
 MIME = "application/vnd.dgm.observation+json"
-#: Largest measurement payload one check may send (bytes of array data, before base64).
+#: Largest measurement payload the grader reads for one check by default (bytes of array data,
+#: before base64); a check may ask for more with ``# verdict-limits: payload_mb=...``
+#: (:mod:`autograder.verdicts`), up to KERNEL_MAX_BYTES, which is all the kernel sends.
 MAX_BYTES = 16 * 2**20
+KERNEL_MAX_BYTES = 256 * 2**20
 MAX_DEPTH = 8
 #: Array dtypes a measurement may hold.
 DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float32", "float64")
@@ -72,7 +75,7 @@ def _encode(value, depth: int, budget: list[int]):
         array = array.astype("float64")
     budget[0] -= array.nbytes
     if budget[0] < 0:
-        raise ObservationError(f"measurements larger than {MAX_BYTES} bytes")
+        raise ObservationError(f"measurements larger than {KERNEL_MAX_BYTES // 2**20} MB")
     import numpy as np
 
     return {"__array__": kind, "dtype": str(array.dtype), "shape": list(array.shape),
@@ -81,7 +84,7 @@ def _encode(value, depth: int, budget: list[int]):
 
 def encode(values: dict) -> dict:
     """The JSON payload for ``values`` (a dict of named measurements)."""
-    return {"values": _encode(dict(values), 0, [MAX_BYTES])}
+    return {"values": _encode(dict(values), 0, [KERNEL_MAX_BYTES])}
 
 
 def observe(**values) -> dict:
@@ -97,7 +100,7 @@ def observe(**values) -> dict:
         get_ipython = None
     if get_ipython is not None and get_ipython() is not None:
         display({MIME: payload, "text/plain": "[measurements sent to the grader]"}, raw=True)
-    return decode([payload])  # exactly what the grader's verdict will see
+    return decode([payload], KERNEL_MAX_BYTES)  # exactly what the grader's verdict will see
 
 
 def partial(fraction: float, message: str = "") -> None:
@@ -110,7 +113,8 @@ def partial(fraction: float, message: str = "") -> None:
 
 def _decode(value, depth: int, budget: list[int]):
     if depth > MAX_DEPTH + 2:
-        raise ObservationError("measurements nest too deeply")
+        raise ObservationError(f"the measurements your code sent nest deeper than {MAX_DEPTH} "
+                               "levels")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, list):
@@ -133,12 +137,12 @@ def _decode(value, depth: int, budget: list[int]):
         if dtype not in DTYPES or not isinstance(shape, list) or not all(
                 isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
             raise ObservationError(f"bad array header (dtype {dtype!r}, shape {shape!r})")
-        if not isinstance(value["data"], str) or len(value["data"]) > 2 * MAX_BYTES:
-            raise ObservationError("bad or oversized array data")
+        if not isinstance(value["data"], str) or len(value["data"]) * 3 // 4 > budget[0]:
+            raise ObservationError(f"measurements larger than {budget[1] / 2**20:g} MB")
         raw = base64.b64decode(value["data"], validate=True)
         budget[0] -= len(raw)
         if budget[0] < 0:
-            raise ObservationError(f"measurements larger than {MAX_BYTES} bytes")
+            raise ObservationError(f"measurements larger than {budget[1] / 2**20:g} MB")
         count = math.prod(shape)
         if count * np.dtype(dtype).itemsize != len(raw):
             raise ObservationError(f"array data does not match shape {shape} and dtype {dtype}")
@@ -153,10 +157,11 @@ def _decode(value, depth: int, budget: list[int]):
     raise ObservationError("unexpected object in measurements")
 
 
-def decode(payloads: list) -> dict:
-    """Merge the payloads one check cell published (later values win) into one dict."""
+def decode(payloads: list, max_bytes: int = MAX_BYTES) -> dict:
+    """Merge the payloads one check cell published (later values win) into one dict, reading at
+    most ``max_bytes`` of array data."""
     merged: dict = {}
-    budget = [MAX_BYTES]
+    budget = [max_bytes, max_bytes]
     for payload in payloads or []:
         if not isinstance(payload, dict) or not isinstance(payload.get("values"), dict):
             raise ObservationError("a measurement payload is not a dict of values")

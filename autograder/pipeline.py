@@ -54,6 +54,7 @@ from autograder.report import StudentResult, write_gradebook, write_report
 from autograder.scoring import columns, crashed_items, rejected_items, score_items, written_name
 from autograder.state import Batch, sha256_file
 from autograder.submissions import Expected, Inspection, Submission, collect, inspect_submission
+from autograder.verdicts import start as start_verdicts
 from dgm.config import check_choice
 
 #: The stages, in the order they run (see the module docstring).
@@ -103,12 +104,15 @@ def prepare_verdicts(cfg: GradeConfig, assignment: Assignment) -> None:
     the grader's own copy of the evaluation classifier (loaded now, before any kernel could
     write a forged one into the cache)."""
     os.environ["DGM_PROFILE"] = cfg.profile  # verdicts re-run the checks' setup here
+    profiles: tuple[str, ...] = ()
     if any("dgm.evaluate" in source_text(c) for c in assignment.notebook.cells
            if cell_meta(c).get("role") == "hidden"):
         from dgm.evaluate import get_classifier
 
-        for profile in sorted({cfg.profile, "smoke"}):  # checks may pin the smoke classifier
+        profiles = tuple(sorted({cfg.profile, "smoke"}))  # checks may pin the smoke one
+        for profile in profiles:
             get_classifier(profile=profile)
+    start_verdicts(profiles)  # the verdicts' zygote loads its copy too, before any kernel runs
 
 
 # --- one submission -------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import nbformat
 
+from autograder import limited_json
 from autograder import sandbox as _sandbox
 from autograder import watchdog
 
@@ -195,7 +196,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
                           f"{proc.returncode})")
     else:
         try:
-            data = json.loads(b"".join(chunks))
+            data = limited_json.loads(b"".join(chunks), limited_json.RESULTS)
             cells = data["cells"]
             if data.get("executed"):
                 executed_nb = nbformat.reads(data["executed"], as_version=4)

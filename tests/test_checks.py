@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from autograder.checks import CheckFormatError, run_verdict, split_check
-from autograder.observe import MAX_BYTES, ObservationError, decode, encode, observe
+from autograder.observe import KERNEL_MAX_BYTES, ObservationError, decode, encode, observe
 
 CHECK = """\
 # Hidden check: doubling on fixed inputs.
@@ -80,7 +80,7 @@ def test_malformed_measurements_are_rejected(payload):
 
 def test_oversized_measurements_are_refused_in_the_kernel():
     with pytest.raises(ObservationError, match="larger than"):
-        encode({"x": np.zeros(MAX_BYTES // 8 + 1)})
+        encode({"x": np.zeros(KERNEL_MAX_BYTES // 8 + 1)})
 
 
 def test_observe_outside_a_kernel_returns_what_it_was_given():
