@@ -281,7 +281,9 @@ BOMB_X = "2*x + (x + y + z)**40 - (x**2 + y**2 + z**2 + 2*x*y + 2*x*z + 2*y*z)**
 
 def test_a_verdict_gets_the_classifier_the_zygote_loaded_without_reading_the_cache_again():
     from autograder import verdicts
+    from dgm.evaluate import get_classifier
 
+    get_classifier(profile="smoke")  # on disk first, as the grader's own copy puts it there
     verdicts.start(("smoke",))  # what `grade` does before any kernel runs
     check = split_check(
         "import torch\nfrom autograder.observe import observe\n# --- student ---\n"
