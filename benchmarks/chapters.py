@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -96,7 +95,6 @@ def main() -> None:
         parser.error(f"no chapter book/<name>.md for {unknown}; choose from {toc_chapters()}")
     path = RESULTS / f"chapters_{profile}.json"
     results = json.loads(path.read_text()).get("chapters", {}) if path.exists() else {}
-    command = "python -m benchmarks.chapters " + " ".join(sys.argv[1:])
     lock = threading.Lock()
     if args.executed:
         args.executed.mkdir(parents=True, exist_ok=True)
@@ -125,8 +123,7 @@ def main() -> None:
             entry["error"] = error
         with lock:
             results[name] = entry
-            write(f"chapters_{profile}", {"profile": profile, "command": command,
-                                          "target_minutes": LIMITS_MINUTES[profile],
+            write(f"chapters_{profile}", {"profile": profile, "target_minutes": LIMITS_MINUTES[profile],
                                           "chapters": results})
         print(f"[{profile}] {name}: {'failed: ' + error if error else f'{seconds:.1f} s'}",
               flush=True)

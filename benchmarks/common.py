@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -25,9 +26,19 @@ def machine() -> dict:
     }
 
 
+def command() -> str:
+    """The command line that is running, as ``python -m benchmarks.<script> ARGS``."""
+    script = Path(sys.argv[0])
+    if script.suffix == ".py" and script.resolve().parent == RESULTS.parent:
+        return " ".join(["python", "-m", f"benchmarks.{script.stem}", *sys.argv[1:]])
+    return " ".join(["python", *sys.argv])
+
+
 def write(name: str, payload: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` atomically, with the machine facts."""
+    """Write ``benchmarks/results/<name>.json`` atomically, with the machine facts and the
+    command that made it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"command": command(), **payload}
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=False) + "\n")
