@@ -12,7 +12,9 @@ by the real grader (``autograder grade``) in the smoke profile beside the unchan
 - ``con_same_views``: one augmentation draw used as both views; the check looks at what the encoder
   was given, so the training item scores 0.
 
-Every other item keeps its points.
+Every other item keeps its points. The last tests check the instructor's models those verdicts load
+the weights into (dgm/homework.py): inverse, log-determinant and bits per dimension against autograd
+and a closed form, refused weights, the probe, and the sizes against the notebooks' Settings.
 """
 
 from __future__ import annotations
@@ -94,3 +96,87 @@ def test_forged_training_is_told_what_the_grader_measured(graded):
     data = json.loads((graded["flow"] / "flow_forged" / "results.json").read_text())
     message = next(t["output"] for t in data["tests"] if t["name"] == "flow-train")
     assert "measured" in message and "held-out" in message, message
+
+
+# --- the instructor's models the verdicts load the weights into (dgm/homework.py) -------------
+
+def test_flow_net_inverts_and_its_log_det_is_the_autograd_jacobian():
+    import torch
+
+    from dgm.homework import FlowNet
+
+    torch.manual_seed(0)
+    flow = FlowNet(n_layers=2, hidden=8)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.normal_(0, 0.05)
+    y = 0.1 + 0.8 * torch.rand(2, 784, dtype=torch.float64)
+    flow = flow.double()
+    z, log_det = flow(y)
+    assert torch.allclose(flow.inverse(z), y, atol=1e-9)
+    jac = torch.autograd.functional.jacobian(lambda v: flow(v.unsqueeze(0))[0].squeeze(0), y[0],
+                                             vectorize=True)
+    assert abs(log_det[0].item() - torch.linalg.slogdet(jac)[1].item()) < 1e-6
+
+
+def test_bits_per_dim_of_the_identity_couplings_at_one_half_is_the_closed_form():
+    import math
+
+    import torch
+
+    from dgm.homework import FlowNet, bpd_of
+
+    flow = FlowNet(n_layers=2, hidden=8)
+    for p in flow.parameters():
+        torch.nn.init.zeros_(p)  # couplings are the identity; the logit maps 1/2 to 0
+    # log p(y) = D (-log(2 pi) / 2 + log(1 - 2 alpha) + 2 log 2) at y = 1/2, alpha = 0.05
+    expected = (0.5 * math.log(2 * math.pi) - math.log(0.9) - 2 * math.log(2) + math.log(256)) / math.log(2)
+    got = bpd_of(flow, torch.full((3, 784), 0.5))
+    assert torch.allclose(got, torch.full((3,), expected), atol=1e-4)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda s: {k: v for k, v in s.items() if k != "layers.0.net.0.bias"}, "missing"),
+    (lambda s: {**s, "layers.0.net.0.bias": s["layers.0.net.0.bias"][:3]}, "shape"),
+    (lambda s: {**s, "layers.1.net.4.weight": s["layers.1.net.4.weight"] * float("nan")}, "NaN"),
+    (lambda s: [1, 2], "dict of tensors"),
+])
+def test_weights_that_do_not_fit_are_refused_with_a_message(change, words):
+    from dgm.homework import FlowNet, WeightsError, load_weights
+
+    state = FlowNet(2, 8).state_dict()
+    with pytest.raises(WeightsError, match=words):
+        load_weights(FlowNet(2, 8), change(state), "the flow", skip=("mask",))
+
+
+def test_the_grader_s_probe_separates_clusters_and_not_random_labels():
+    import torch
+
+    from dgm.homework import fit_probe
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(400) % 4
+    f = torch.randn(4, 8, generator=g)[y] * 4 + torch.randn(400, 8, generator=g)
+    assert fit_probe(f[:300], y[:300], f[300:], y[300:]) >= 0.95
+    noise = torch.randn(600, 32, generator=g)
+    labels = torch.randint(0, 10, (600,), generator=g)
+    assert fit_probe(noise[:400], labels[:400], noise[400:], labels[400:]) <= 0.2
+
+
+@pytest.mark.parametrize("name", ["flow", "contrastive"])
+def test_the_grader_s_model_sizes_are_the_homework_s(name):
+    from dataclasses import dataclass
+
+    from autograder.notebook_format import read_notebook
+    from dgm import homework
+
+    cell = next(c for c in read_notebook(Path(homework.__file__).parent.parent / "solutions" / f"{name}.ipynb").cells
+                if c.get("id") == "settings")
+    namespace = {"dataclass": dataclass}
+    exec(cell.source.split("cfg = select")[0], namespace)
+    for profile, s in namespace["SETTINGS"].items():
+        if name == "flow":
+            assert (s.n_layers, s.hidden, s.alpha) == (*homework.FLOW_SIZES[profile], homework.ALPHA)
+        else:
+            assert (s.width, s.n_labels, s.feature_dim, s.proj_dim, s.batch_size, s.temperature) == (
+                *homework.ENCODER_SIZES[profile], homework.FEATURE_DIM, homework.PROJ_DIM, 256, 0.5)
