@@ -27,6 +27,7 @@ import ast
 import copy
 import difflib
 import re
+import threading
 import zlib
 from dataclasses import dataclass, field
 
@@ -87,10 +88,17 @@ def seed_for(cid: str) -> int:
     return zlib.crc32(cid.encode()) % 2**31
 
 
+#: ``ast.parse`` is not thread-safe in CPython 3.11 (python/cpython#106905: two threads parsing at
+#: once raise "SystemError: AST constructor recursion depth mismatch"); submissions are merged in
+#: a thread pool, so parses take turns.
+_PARSE_LOCK = threading.Lock()
+
+
 def defined_names(source: str) -> set[str]:
     """Top-level names a cell binds (functions, classes, assignments); regex if it won't parse."""
     try:
-        tree = ast.parse(source)
+        with _PARSE_LOCK:
+            tree = ast.parse(source)
     except SyntaxError:
         found = re.findall(r"^(?:def|class)\s+(\w+)|^(\w+)\s*(?::[^=]*)?=(?!=)", source, re.M)
         return {a or b for a, b in found}

@@ -68,6 +68,13 @@ MUTANTS: dict[str, Mutant] = {
     "flow-logdet-no-sum": Mutant(
         "flow", "flow-coupling", "flow-coupling", "log_det = log_s.sum(dim=1)",
         "log_det = log_s", "log-determinant not summed over dimensions"),
+    "flow-dequant-normal-noise": Mutant(
+        "flow", "flow-dequant", "flow-dequant", "y = (k + torch.rand_like(x)) / 256",
+        "y = (k + (0.5 + 0.3236 * torch.randn_like(x)).clamp(0, 0.9999)) / 256",
+        "dequantisation noise from a clamped normal with the uniform's mean and variance"),
+    "flow-sample-no-temperature": Mutant(
+        "flow", "flow-sample", "flow-sample", "z = temperature * torch.randn(n, 28 * 28, device=dev)",
+        "z = torch.randn(n, 28 * 28, device=dev)", "sampling temperature ignored"),
     "con-triplet-margin-sign": Mutant(
         "contrastive", "con-triplet", "con-triplet", "F.relu(d_pos - d_neg + margin)",
         "F.relu(d_pos - d_neg - margin)", "triplet margin with its sign flipped"),
@@ -79,6 +86,16 @@ MUTANTS: dict[str, Mutant] = {
         "contrastive", "con-augment", "con-augment",
         "out = torch.where(flip.view(B, 1, 1, 1), out.flip(-1), out)", "out = out",
         "horizontal flip forgotten"),
+    "con-train-one-view": Mutant(
+        "contrastive", "con-train", "con-train",
+        "loss = nt_xent(encoder(augment(x)), encoder(augment(x)), temperature)",
+        "v = augment(x)\n            loss = nt_xent(encoder(v), encoder(v), temperature)",
+        "one augmentation draw used as both views"),
+    "con-probe-test-statistics": Mutant(
+        "contrastive", "con-probe", "con-probe",
+        "a, b = (f_train - mean) / std, (f_test - mean) / std",
+        "a, b = (f_train - mean) / std, (f_test - f_test.mean(0)) / (f_test.std(0) + 1e-6)",
+        "test features standardised with their own statistics"),
     "con-probe-train-accuracy": Mutant(
         "contrastive", "con-probe", "con-probe",
         "accuracy = (probe(b).argmax(1) == y_test)", "accuracy = (probe(a).argmax(1) == y_train)",

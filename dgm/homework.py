@@ -1,0 +1,283 @@
+"""The instructor's copies of the models the flow and contrastive homework fix, for the grader.
+
+The homework notebooks (solutions/flow.ipynb, solutions/contrastive.ipynb) give the student the
+architecture (the flow's coupling network, the contrastive encoder) and ask for the parts the
+homework is about. A hidden check of a training item receives only the trained weights, as
+tensors, and loads them into the classes here, in the grader's own process, so that what it
+measures (test bits per dimension, samples, a linear probe's accuracy) is computed by the
+course's code and not by the student's kernel:
+
+``FlowNet``              the homework's RealNVP flow (logit preprocessing + affine couplings with
+                         checkerboard masks), reference forward and inverse.
+``flow_test_bpd``,
+``flow_samples``         bits per dimension on held-out images, and samples, eq. (flow-bpd).
+``ContrastiveEncoder``   the homework's small CNN with its projection head.
+``probe_accuracy``       a logistic-regression probe on the encoder's frozen features.
+``load_weights``         load a state dict sent by a kernel, with a clear message when it does
+                         not fit.
+
+The parameter names and shapes equal the notebooks' classes (checked by the reference solutions'
+hidden checks, which load their own trained weights here).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class WeightsError(ValueError):
+    """Weights sent by a kernel do not fit the model; the message says what differs."""
+
+
+def load_weights(model: nn.Module, state, what: str, skip: tuple[str, ...] = ()) -> nn.Module:
+    """Load ``state`` (a dict name -> tensor) into ``model`` after checking every name, shape and
+    value; entries whose name ends with one of ``skip`` keep the model's own values."""
+    if not isinstance(state, dict):
+        raise WeightsError(f"expected the weights of {what} as a dict of tensors (its "
+                           f"state_dict()), got {type(state).__name__}")
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith(skip)}
+    sent = {k: v for k, v in state.items() if not k.endswith(skip)}
+    missing, extra = sorted(set(own) - set(sent)), sorted(set(sent) - set(own))
+    if missing or extra:
+        raise WeightsError(f"the weights of {what} do not match the homework's architecture "
+                           f"(missing: {missing[:4]}, unexpected: {extra[:4]}): keep the class "
+                           "and the sizes of the Settings cell as given")
+    for name, ref in own.items():
+        value = sent[name]
+        if not isinstance(value, Tensor) or tuple(value.shape) != tuple(ref.shape):
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise WeightsError(f"{what}: {name} has shape {shape}, the homework's model has "
+                               f"{tuple(ref.shape)}: keep the sizes of the Settings cell")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise WeightsError(f"{what}: {name} holds NaN or infinite values (training diverged)")
+    model.load_state_dict({**model.state_dict(), **{k: sent[k].to(own[k].dtype) for k in own}})
+    return model
+
+
+# ------------------------------------------------------------------------------------ flow
+def checkerboard_masks(n_layers: int, h: int = 28, w: int = 28) -> list[Tensor]:
+    """The homework's masks: layer k is 1 where (row + col + k) is even, flattened row by row."""
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return [((r + c + k) % 2 == 0).float().flatten() for k in range(n_layers)]
+
+
+class Coupling(nn.Module):
+    """The homework's affine coupling, eq. (flow-coupling), on flattened inputs (B, D)."""
+
+    def __init__(self, mask: Tensor, hidden: int):
+        super().__init__()
+        self.register_buffer("mask", mask.float())
+        d = mask.numel()
+        self.net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                 nn.ReLU(), nn.Linear(hidden, 2 * d))
+
+    def params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        log_s, shift = self.net(x * self.mask).chunk(2, dim=1)
+        return torch.tanh(log_s) * (1 - self.mask), shift * (1 - self.mask)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        log_s, shift = self.params(x)
+        return x * torch.exp(log_s) + shift, log_s.sum(dim=1)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        log_s, shift = self.params(y)
+        return (y - shift) * torch.exp(-log_s)
+
+
+class FlowNet(nn.Module):
+    """The homework's flow: y in [0, 1]^D -> logit -> couplings -> z, eq. (flow-change-of-variables)."""
+
+    def __init__(self, n_layers: int, hidden: int, alpha: float = 0.05):
+        super().__init__()
+        self.alpha = alpha
+        self.layers = nn.ModuleList(Coupling(m, hidden) for m in checkerboard_masks(n_layers))
+
+    def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.alpha + (1 - 2 * self.alpha) * y
+        x = torch.log(s) - torch.log1p(-s)
+        log_det = (math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)).sum(dim=1)
+        for layer in self.layers:
+            x, ld = layer(x)
+            log_det = log_det + ld
+        return x, log_det
+
+    def inverse(self, z: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            z = layer.inverse(z)
+        return (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)
+
+
+def bpd_of(flow: nn.Module, y: Tensor) -> Tensor:
+    """Bits per dimension of each dequantised image y (B, D), eq. (flow-bpd)."""
+    d = y.shape[1]
+    z, log_det = flow(y)
+    log_py = -0.5 * (z**2 + math.log(2 * math.pi)).sum(dim=1) + log_det
+    return (-log_py + d * math.log(256)) / (d * math.log(2))
+
+
+@torch.no_grad()
+def flow_test_bpd(flow: nn.Module, images: Tensor, seed: int = 0, batch_size: int = 250) -> float:
+    """Mean bits per dimension of ``images`` (N, 1, 28, 28) in [0, 1] (pixels k / 255), with one
+    uniform dequantisation draw per pixel from a generator seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    flow.eval()
+    total = 0.0
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].flatten(1).double()
+        y = (torch.round(x * 255) + torch.rand(x.shape, generator=gen, dtype=x.dtype)) / 256
+        total += bpd_of(flow, y.float()).double().sum().item()
+    return total / len(images)
+
+
+@torch.no_grad()
+def flow_samples(flow: nn.Module, n: int, temperature: float = 0.7, seed: int = 0) -> Tensor:
+    """``n`` samples (n, 1, 28, 28) in [0, 1]: z ~ N(0, temperature^2 I) mapped by the inverse."""
+    z = temperature * torch.randn(n, 28 * 28, generator=torch.Generator().manual_seed(seed))
+    return flow.inverse(z).clamp(0, 1).view(n, 1, 28, 28)
+
+
+# ----------------------------------------------------------------------------- contrastive
+class ContrastiveEncoder(nn.Module):
+    """The homework's encoder: images (B, 1, 28, 28) -> features (B, feature_dim) -> projections."""
+
+    def __init__(self, width: int, feature_dim: int, proj_dim: int):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, feature_dim),
+        )
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(feature_dim, feature_dim), nn.ReLU(),
+                                  nn.Linear(feature_dim, proj_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: nn.Module, images: Tensor) -> None:
+    """Recompute every BatchNorm's running statistics on ``images`` (one pass, exact averages),
+    so that what is measured does not depend on the statistics the kernel sent."""
+    for m in encoder.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    encoder.train()
+    encoder(images)
+    encoder.eval()
+
+
+@torch.no_grad()
+def frozen_features(encoder: ContrastiveEncoder, images: Tensor, batch_size: int = 500) -> Tensor:
+    """The encoder's features of ``images`` in eval mode (BatchNorm's running statistics)."""
+    encoder.eval()
+    return torch.cat([encoder.features(images[i:i + batch_size])
+                      for i in range(0, len(images), batch_size)])
+
+
+def fit_probe(f_train: Tensor, y_train: Tensor, f_test: Tensor, y_test: Tensor,
+              epochs: int = 200, seed: int = 0) -> float:
+    """Test accuracy of the homework's linear probe (standardised features, one linear layer,
+    cross-entropy, full-batch Adam at learning rate 0.05 for ``epochs`` steps)."""
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    mean, std = f_train.mean(0), f_train.std(0) + 1e-6
+    a, b = (f_train - mean) / std, (f_test - mean) / std
+    gen = torch.Generator().manual_seed(seed)
+    probe = nn.Linear(a.shape[1], n_classes)
+    with torch.no_grad():
+        bound = 1 / math.sqrt(a.shape[1])
+        probe.weight.copy_(torch.empty_like(probe.weight).uniform_(-bound, bound, generator=gen))
+        probe.bias.zero_()
+    opt = torch.optim.Adam(probe.parameters(), lr=0.05)
+    for _ in range(epochs):
+        loss = F.cross_entropy(probe(a), y_train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return (probe(b).argmax(1) == y_test).float().mean().item()
+
+
+def probe_accuracy(encoder: ContrastiveEncoder, labelled: tuple[Tensor, Tensor],
+                   test: tuple[Tensor, Tensor], epochs: int = 200, seed: int = 0) -> float:
+    """Linear-probe test accuracy of the encoder's frozen features (images, labels) pairs."""
+    f_lab, f_test = frozen_features(encoder, labelled[0]), frozen_features(encoder, test[0])
+    return fit_probe(f_lab, labelled[1], f_test, test[1], epochs, seed)
+
+
+def homework_augment(x: Tensor, generator: torch.Generator, max_shift: int = 3) -> Tensor:
+    """The homework's views, per image: a shift by up to ``max_shift`` pixels (zero padding), a
+    horizontal flip with probability 1/2 and a brightness factor in [0.6, 1.0]."""
+    b = x.shape[0]
+    padded = F.pad(x, (max_shift,) * 4)
+    dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator)
+    rows = (dy.view(b, 1) + torch.arange(28)).view(b, 28, 1)
+    cols = (dx.view(b, 1) + torch.arange(28)).view(b, 1, 28)
+    out = padded[torch.arange(b).view(b, 1, 1), 0, rows, cols].unsqueeze(1)
+    flip = torch.rand(b, generator=generator) < 0.5
+    out = torch.where(flip.view(b, 1, 1, 1), out.flip(-1), out)
+    return out * (0.6 + 0.4 * torch.rand(b, 1, 1, 1, generator=generator))
+
+
+def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """NT-Xent, eq. (con-ntxent)."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = len(z1)
+    s = (z @ z.T / temperature).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+    return F.cross_entropy(s, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+
+
+@torch.no_grad()
+def held_out_nt_xent(encoder: ContrastiveEncoder, images: Tensor, temperature: float = 0.5,
+                     batch_size: int = 256, seed: int = 0) -> float:
+    """Mean NT-Xent of the encoder (eval mode) on two homework views of held-out images."""
+    gen = torch.Generator().manual_seed(seed)
+    encoder.eval()
+    losses = []
+    for i in range(0, len(images) - batch_size + 1, batch_size):
+        x = images[i:i + batch_size]
+        losses.append(nt_xent_loss(encoder(homework_augment(x, gen)),
+                                   encoder(homework_augment(x, gen)), temperature).item())
+    return sum(losses) / len(losses)
+
+
+# ------------------------------------------------------------------- what the verdicts measure
+#: The homework's fixed sizes per profile (the Settings cells of the notebooks).
+FLOW_SIZES = {"smoke": (4, 128), "cpu": (6, 256), "full": (12, 1024)}  # (n_layers, hidden)
+ENCODER_SIZES = {"smoke": (8, 200), "cpu": (16, 1000), "full": (64, 1000)}  # (width, n_labels)
+FEATURE_DIM, PROJ_DIM, ALPHA = 64, 32, 0.05
+N_HELD_OUT = 500  # test images a verdict measures on (all 443 of the course's CI subset)
+
+
+def measure_flow(state, profile: str) -> dict:
+    """What the flow's training verdict judges, computed here from the sent weights: test bits
+    per dimension and statistics of 64 samples at temperature 0.7."""
+    from dgm.data import load_dataset
+
+    n_layers, hidden = FLOW_SIZES[profile]
+    flow = load_weights(FlowNet(n_layers, hidden, ALPHA), state, "the flow", skip=("mask",))
+    test = load_dataset("fashion_mnist", split="test", scale="01", subset=N_HELD_OUT, seed=0)
+    s = flow_samples(flow, 64)
+    return {"test_bpd": flow_test_bpd(flow, test.tensors[0]), "samples": s}
+
+
+def measure_encoder(state, profile: str) -> dict:
+    """What the contrastive training verdict judges, computed here from the sent weights: the
+    linear-probe accuracy of the features and the NT-Xent of held-out views, both with the
+    BatchNorm statistics recomputed on the labelled images."""
+    from dgm.data import load_dataset
+
+    width, n_labels = ENCODER_SIZES[profile]
+    enc = load_weights(ContrastiveEncoder(width, FEATURE_DIM, PROJ_DIM), state, "the encoder")
+    labelled = load_dataset("fashion_mnist", split="train", scale="01", subset=n_labels, seed=1)
+    test = load_dataset("fashion_mnist", split="test", scale="01", subset=N_HELD_OUT, seed=0)
+    recalibrate_batchnorm(enc, labelled.tensors[0])
+    return {"probe_accuracy": probe_accuracy(enc, labelled.tensors, test.tensors),
+            "held_out_nt_xent": held_out_nt_xent(enc, test.tensors[0])}
