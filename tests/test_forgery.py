@@ -58,7 +58,8 @@ ATTACKS = {
         "posterior_divides_by_zero": {"ddpm-posterior": (
             "mu_tilde = (alpha_bar_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - alpha_bar_prev) * xt) "
             "/ (1 - alpha_bar)",
-            "mu_tilde = beta_tilde * (alpha_bar_prev.sqrt() / (1 - alpha_bar_prev) * x0 "
+            "beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * beta\n"
+            "    mu_tilde = beta_tilde * (alpha_bar_prev.sqrt() / (1 - alpha_bar_prev) * x0 "
             "+ alpha.sqrt() / beta * xt)")},
     },
 }
@@ -71,13 +72,6 @@ def _submission(name: str, edits: dict[str, tuple[str, str]]):
             old, new = edits[cell.id]
             assert old in cell.source, f"{name}/{cell.id}: the reference solution changed: {old!r}"
             cell.source = cell.source.replace(old, new)
-        if cell.get("id") == "ddpm-posterior" and "mu_tilde = beta_tilde" in cell.source:
-            # that form uses beta_tilde: compute it first
-            lines = cell.source.split("\n")
-            mu = next(i for i, line in enumerate(lines) if "mu_tilde = beta_tilde" in line)
-            bt = next(i for i, line in enumerate(lines) if line.strip().startswith("beta_tilde ="))
-            lines[mu], lines[bt] = lines[bt], lines[mu]
-            cell.source = "\n".join(lines)
     return nb
 
 
