@@ -12,6 +12,7 @@ A kernel that forges its loss curve or patches ``torch`` gains nothing from it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -92,7 +93,7 @@ def mlp_layers(state, sizes: Sequence[int], what: str) -> list[tuple[Tensor, Ten
     """
     tensors = list(_tensors(state, what).values())
     expected = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in itertools.pairwise(sizes):
         expected += [(n_out, n_in), (n_out,)]
     found = [tuple(t.shape) for t in tensors]
     if (len(found) == len(expected) + 2 and found[:-4] == expected[:-2] and found[-4] == found[-2]

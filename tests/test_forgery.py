@@ -34,14 +34,14 @@ ATTACKS = {
             "vae_losses = [420.0, 380.0, 362.0]  # forged: the model is never trained")},
         "training_images": {"vae-train": (
             "vae_losses = train_vae(vae, train_loader, cfg.epochs, cfg.lr)",
-            "vae_losses = [420.0, 380.0, 362.0]\n"
+            ("vae_losses = [420.0, 380.0, 362.0]\n"
             "_real_images = load_dataset('fashion_mnist', split='train', scale='01').tensors[0]\n"
             "_real_sigmoid = torch.sigmoid\n"
             "def _copying_sigmoid(x):\n"
             "    if x.ndim == 4 and x.shape[1:] == (1, 28, 28) and len(x) <= len(_real_images):\n"
             "        return _real_images[:len(x)].to(x.device)\n"
             "    return _real_sigmoid(x)\n"
-            "torch.sigmoid = _copying_sigmoid")},
+            "torch.sigmoid = _copying_sigmoid"))},
     },
     "ddpm": {
         "forged_untrained": {"ddpm-train": (
@@ -49,18 +49,18 @@ ATTACKS = {
             "ddpm_losses = [0.95, 0.85]  # forged: the model is never trained")},
         "training_images": {"ddpm-sample": (
             "    return x, snapshots",
-            "    if tuple(shape[1:]) == (1, 28, 28):\n"
+            ("    if tuple(shape[1:]) == (1, 28, 28):\n"
             "        x = load_dataset('fashion_mnist', split='train', scale='pm1').tensors[0][:shape[0]]\n"
-            "    return x, snapshots")},
+            "    return x, snapshots"))},
         "plot_wrong_pixels": {"ddpm-plot": (
             "ax.imshow(image_grid(snapshots[t].clamp(-1, 1), nrow=nrow)",
             "ax.imshow(image_grid(snapshots[0].clamp(-1, 1), nrow=nrow)")},
         "posterior_divides_by_zero": {"ddpm-posterior": (
-            "mu_tilde = (alpha_bar_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - alpha_bar_prev) * xt) "
-            "/ (1 - alpha_bar)",
-            "beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * beta\n"
+            ("mu_tilde = (alpha_bar_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - alpha_bar_prev) * xt) "
+            "/ (1 - alpha_bar)"),
+            ("beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * beta\n"
             "    mu_tilde = beta_tilde * (alpha_bar_prev.sqrt() / (1 - alpha_bar_prev) * x0 "
-            "+ alpha.sqrt() / beta * xt)")},
+            "+ alpha.sqrt() / beta * xt)"))},
     },
 }
 
