@@ -8,6 +8,16 @@ replaced, and reads the per-epoch losses the training cell stores (``<model>_los
 band a hidden check uses is ``[min, max]`` of the final losses widened by
 ``max(3 sd, 5 % of the mean)``; the check's comment records the seeds, the values and this rule.
 Writes ``benchmarks/results/bands_<profile>.json`` with the values and the band.
+
+    python -m benchmarks.calibrate_bands --checks --profile smoke --assignments vae ddpm --seeds 0 1 2 3 4
+    python -m benchmarks.calibrate_bands --checks --untrained --profile smoke --assignments vae ddpm
+
+``--checks`` calibrates the checks that measure the trained *weights* in the grader: after the
+training cell it runs each hidden check of :data:`WEIGHT_CHECKS` top to bottom (as outside the
+grader) and reads ``measured``, the dict of numbers its verdict computes before judging them, and
+for the error-carried-forward path the tiny model's loss (``TINY``). ``--untrained`` sets every
+``epochs`` of the settings to 0 (the model keeps its initial weights). Writes
+``benchmarks/results/weight_bands_<profile>[_untrained].json``.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -38,6 +49,47 @@ def band(values: list[float]) -> tuple[float, float]:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     margin = max(3 * sd, 0.05 * abs(mean))
     return round(min(values) - margin, 4), round(max(values) + margin, 4)
+
+
+#: Hidden checks that measure the trained weights, and the code that gives the tiny model's loss.
+WEIGHT_CHECKS = {"vae": ("vae-train-hidden", "vae-train-hidden-quality"), "ddpm": ("ddpm-train-hidden",)}
+TINY = {"vae": "(_tiny_loss(INITIAL), _tiny_loss(obs['tiny']))", "ddpm": "(1.0, tiny_loss(obs['tiny']))"}
+
+
+def _check_cell(source: str, tiny: str) -> str:
+    return (f"_measured = {{}}\ntry:\n    exec({source!r}, globals())\nexcept AssertionError as _e:\n"
+            f"    print('assertion:', str(_e)[:300])\n_measured.update(globals().get('measured', {{}}))\n"
+            f"_measured['tiny_before'], _measured['tiny_after'] = {tiny}\n"
+            "import json; print('RESULT', json.dumps(_measured))")
+
+
+def measure_checks(name: str, seed: int, profile: str, workdir: Path, untrained: bool) -> dict:
+    """Run the solution to its training cell, then each weight check; return what they measured."""
+    cell_id, _ = TRAIN[name]
+    nb = nbformat.read(str(ROOT / "solutions" / f"{name}.ipynb"), as_version=4)
+    by_id = {c.get("id"): c for c in nb.cells}
+    cells = []
+    for cell in nb.cells:
+        if "hidden" in cell.metadata.get("tags", []):
+            continue
+        if cell.get("id") == "settings":
+            cell.source = cell.source.replace("seed: int = 0", f"seed: int = {seed}")
+            if untrained:
+                cell.source = re.sub(r"epochs=\d+", "epochs=0", cell.source)
+        cells.append(cell)
+        if cell.get("id") == cell_id:
+            break
+    for check in WEIGHT_CHECKS[name]:
+        cells.append(nbformat.v4.new_code_cell(_check_cell(by_id[check].source, TINY[name])))
+    nb.cells = cells
+    os.environ["DGM_PROFILE"] = profile
+    NotebookClient(nb, timeout=3600, kernel_name="python3",
+                   resources={"metadata": {"path": str(workdir)}}).execute()
+    out = {}
+    for cell, check in zip(nb.cells[-len(WEIGHT_CHECKS[name]):], WEIGHT_CHECKS[name]):
+        text = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
+        out[check] = json.loads(text.split("RESULT", 1)[1])
+    return out
 
 
 def final_loss(name: str, seed: int, profile: str, workdir: Path) -> tuple[float, float]:
@@ -72,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once (on one GPU the small homework models share it well)")
+    p.add_argument("--checks", action="store_true", help="calibrate the checks that measure weights")
+    p.add_argument("--untrained", action="store_true", help="with --checks: epochs = 0")
     args = p.parse_args(argv)
     os.environ.setdefault("DGM_PROGRESS", "0")
+    if args.checks:
+        return calibrate_checks(args)
     result = {"profile": args.profile, "rule": "[min, max] widened by max(3 sd, 5 % of the mean)",
               "assignments": {}}
     runs = [(name, seed) for name in args.assignments for seed in args.seeds]
@@ -92,6 +148,26 @@ def main(argv: list[str] | None = None) -> int:
                                        "seconds": [done[(name, s)][1] for s in args.seeds],
                                        "band": band(values)}
     print("wrote", write(f"bands_{args.profile}", result))
+    return 0
+
+
+def calibrate_checks(args) -> int:
+    result = {"profile": args.profile, "untrained": args.untrained,
+              "rule": "[min, max] widened by max(3 sd, 5 % of the mean)", "assignments": {}}
+    with tempfile.TemporaryDirectory(prefix="dgm-bands-") as tmp:
+        for name in args.assignments:
+            runs = {}
+            for seed in args.seeds:
+                runs[seed] = measure_checks(name, seed, args.profile, Path(tmp), args.untrained)
+                print(f"{name} {args.profile} seed {seed}: {json.dumps(runs[seed])}", flush=True)
+            summary = {}
+            for check in WEIGHT_CHECKS[name]:
+                for key in runs[args.seeds[0]][check]:
+                    values = [runs[s][check][key] for s in args.seeds]
+                    summary[f"{check}:{key}"] = {"values": values, "band": band(values)}
+            result["assignments"][name] = {"seeds": args.seeds, "measured": summary}
+    suffix = "_untrained" if args.untrained else ""
+    print("wrote", write(f"weight_bands_{args.profile}{suffix}", result))
     return 0
 
 

@@ -65,6 +65,21 @@ MUTANTS: dict[str, Mutant] = {
         "beta_tilde = (1 - sched.alpha_bar[t - 1].view(-1, 1, 1, 1)) / (1 - sched.alpha_bar["
         "(t + 1).clamp(max=sched.T - 1)].view(-1, 1, 1, 1)) * beta",
         "posterior variance one step off"),
+    "vae-encoder-tanh": Mutant(
+        "vae", "vae-encoder", "vae-encoder", "nn.Linear(28 * 28, hidden), nn.ReLU()",
+        "nn.Linear(28 * 28, hidden), nn.Tanh()", "tanh where the exercise fixes a ReLU layer"),
+    "vae-latents-no-sigmoid": Mutant(
+        "vae", "vae-latents", "vae-latents", "images = torch.sigmoid(model.decoder(z.to(dev))).cpu()",
+        "images = model.decoder(z.to(dev)).cpu().clamp(0, 1)", "logits clipped instead of the sigmoid"),
+    "ddpm-posterior-mean-divides-by-zero": Mutant(
+        "ddpm", "ddpm-posterior", "ddpm-posterior",
+        "mu_tilde = (alpha_bar_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - alpha_bar_prev) * xt) / (1 - alpha_bar)",
+        "beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * beta\n    mu_tilde = beta_tilde * "
+        "(alpha_bar_prev.sqrt() / (1 - alpha_bar_prev) * x0 + alpha.sqrt() / beta * xt)",
+        "posterior mean in precision form: 0 * inf at the first step"),
+    "ddpm-plot-wrong-snapshot": Mutant(
+        "ddpm", "ddpm-plot", "ddpm-plot", "ax.imshow(image_grid(snapshots[t].clamp(-1, 1), nrow=nrow)",
+        "ax.imshow(image_grid(snapshots[0].clamp(-1, 1), nrow=nrow)", "every panel shows x_0"),
     "flow-logdet-no-sum": Mutant(
         "flow", "flow-coupling", "flow-coupling", "log_det = log_s.sum(dim=1)",
         "log_det = log_s", "log-determinant not summed over dimensions"),
