@@ -45,6 +45,7 @@ class SequenceSettings:
     batch: int            # sentences per step
     lr: float             # Adam step size; 3e-3 is stable for all three models at this width
     grad_lengths: tuple[int, ...]  # sequence lengths at which gradient norms are measured
+    threads: int | None   # torch CPU threads; 1 for tiny models, where a second thread mostly waits
     seed: int = 0         # corpus, initialisation and batches
 
 
@@ -52,17 +53,18 @@ SETTINGS = {
     # smoke: proves every cell runs (a few seconds); the numbers mean nothing
     "smoke": SequenceSettings(n_sentences=400, max_adjectives=4, w2v_dim=8, w2v_window=4,
                               w2v_negatives=5, w2v_steps=60, d_model=16, n_heads=2, n_layers=1,
-                              steps=25, batch=32, lr=3e-3, grad_lengths=(1, 5, 10, 20)),
+                              steps=25, batch=32, lr=3e-3, grad_lengths=(1, 5, 10, 20),
+                              threads=1),
     # cpu: enough steps for the word vectors and all three models to converge (minutes on 2 cores)
     "cpu": SequenceSettings(n_sentences=6000, max_adjectives=8, w2v_dim=16, w2v_window=4,
                             w2v_negatives=5, w2v_steps=3000, d_model=64, n_heads=4, n_layers=2,
                             steps=1500, batch=64, lr=3e-3,
-                            grad_lengths=(1, 2, 5, 10, 20, 50, 100)),
+                            grad_lengths=(1, 2, 5, 10, 20, 50, 100), threads=1),
     # full: the same task with more data and steps; a GPU only helps the transformer
     "full": SequenceSettings(n_sentences=20000, max_adjectives=8, w2v_dim=16, w2v_window=4,
                              w2v_negatives=5, w2v_steps=6000, d_model=64, n_heads=4, n_layers=2,
                              steps=4000, batch=128, lr=3e-3,
-                             grad_lengths=(1, 2, 5, 10, 20, 50, 100)),
+                             grad_lengths=(1, 2, 5, 10, 20, 50, 100), threads=None),
 }
 
 
@@ -81,10 +83,10 @@ class ElmanRNN(nn.Module):
         self.W = nn.Linear(hidden_size, hidden_size, bias=False)
 
     def forward(self, v: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``v`` (B, L, input_size) -> states (B, L, H) and the last state (B, H)."""
+        """``v`` (B, L, input_size) -> states (B, L, hidden) and the last state (B, hidden)."""
         if h is None:
             h = v.new_zeros(v.shape[0], self.hidden_size)
-        u = self.U(v)  # (B, L, H): the input term of every step at once
+        u = self.U(v)  # (B, L, hidden): the input term of every step at once
         states = []
         for i in range(v.shape[1]):
             h = torch.tanh(u[:, i] + self.W(h))
@@ -107,7 +109,7 @@ class LSTM(nn.Module):
 
     def step(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """One step from (h_{t-1}, C_{t-1}) to (h_t, C_t); also returns the gates by name."""
-        i, f, c_tilde, o = (self.x_proj(x) + self.h_proj(h)).chunk(4, dim=-1)  # each (B, H)
+        i, f, c_tilde, o = (self.x_proj(x) + self.h_proj(h)).chunk(4, dim=-1)  # each (B, hidden)
         i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
         c_tilde = torch.tanh(c_tilde)
         c = f * c + i * c_tilde            # the additive path: dC_t / dC_{t-1} = f_t
@@ -116,7 +118,7 @@ class LSTM(nn.Module):
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """``x`` (B, L, input_size) -> states h (B, L, H) and the last (h, C), each (B, H)."""
+        """``x`` (B, L, input_size) -> states h (B, L, hidden) and the last (h, C), each (B, hidden)."""
         if state is None:
             zeros = x.new_zeros(x.shape[0], self.hidden_size)
             state = (zeros, zeros)
