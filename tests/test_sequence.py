@@ -9,7 +9,7 @@ from torch import nn
 
 from dgm.sequence import (
     LSTM, ElmanRNN, LanguageModel, MultiHeadAttention, TransformerBlock, attention, causal_mask,
-    combine_heads, next_token_loss, positional_encoding, split_heads,
+    combine_heads, next_token_loss, positional_encoding, split_heads, train_next_token,
 )
 
 
@@ -213,3 +213,15 @@ def test_next_token_loss_is_uniform_cross_entropy_for_constant_logits_and_skips_
     assert abs(next_token_loss(model, tokens, pad=0).item() - math.log(9)) < 1e-6
     with pytest.raises(ValueError, match="rnn, lstm, transformer"):
         LanguageModel("gru", 9, 4)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "transformer"])
+def test_train_next_token_learns_a_deterministic_cycle(kind):
+    """On the cycle 1 2 3 4 1 2 ... every next token is determined: the loss must fall far below
+    the log(5) nats of a uniform guess (to under a quarter of it) in 150 steps."""
+    torch.manual_seed(0)
+    tokens = (torch.arange(12)[None] + torch.arange(4)[:, None]) % 4 + 1  # (4, 12), 4 phases
+    model = LanguageModel(kind, vocab_size=5, d_model=16, n_heads=2, n_layers=1)
+    losses = train_next_token(model, tokens, pad=0, steps=150, batch=4, lr=1e-2, generator=_gen(10))
+    assert len(losses) == 150 and not model.training
+    assert next_token_loss(model, tokens, pad=0).item() < math.log(5) / 4
