@@ -8,8 +8,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from dgm.sequence import (
-    LSTM, ElmanRNN, LanguageModel, MultiHeadAttention, TransformerBlock, attention, causal_mask,
-    combine_heads, next_token_loss, positional_encoding, split_heads, train_next_token,
+    LSTM,
+    ElmanRNN,
+    LanguageModel,
+    MultiHeadAttention,
+    TransformerBlock,
+    attention,
+    causal_mask,
+    combine_heads,
+    next_token_loss,
+    positional_encoding,
+    split_heads,
+    train_next_token,
 )
 
 
