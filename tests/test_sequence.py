@@ -235,3 +235,14 @@ def test_train_next_token_learns_a_deterministic_cycle(kind):
     losses = train_next_token(model, tokens, pad=0, steps=150, batch=4, lr=1e-2, generator=_gen(10))
     assert len(losses) == 150 and not model.training
     assert next_token_loss(model, tokens, pad=0).item() < math.log(5) / 4
+
+
+def test_every_profile_builds_the_chapters_models():
+    """Each profile's widths fit its heads (d_model / n_heads whole) and even positional pairs."""
+    from dgm.config import PROFILES, select
+    from dgm.sequence import SETTINGS
+
+    for profile in PROFILES:
+        cfg = select(SETTINGS, profile)
+        model = LanguageModel("transformer", 12, cfg.d_model, cfg.n_heads, cfg.n_layers)
+        assert model(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 12)
