@@ -67,6 +67,7 @@ class GradeConfig:
     keep_work: bool = False                # keep the per-submission folders (debugging)
     memory_mb: int | None = 6144           # per submission; None or 0: no limit
     max_procs: int | None = 512            # processes and threads per submission
+    disk_mb: int | None = 2048             # files the kernel may write (its folder, /tmp, /dev/shm)
     sandbox: bool = True                   # False only with --insecure-no-sandbox
     require_full_marks: bool = False       # exit 1 unless everyone earns every point (CI)
     progress: bool = True                  # a progress bar on stderr
@@ -88,7 +89,8 @@ class GradeConfig:
                              f"{self.timeout!r}")
         if not self.max_bytes > 0:
             raise ValueError("--max-size-mb must be positive")
-        for name, value in (("--memory-mb", self.memory_mb), ("--max-procs", self.max_procs)):
+        for name, value in (("--memory-mb", self.memory_mb), ("--max-procs", self.max_procs),
+                            ("--disk-mb", self.disk_mb)):
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be 0 (no limit) or positive, got {value}")
 
@@ -117,7 +119,7 @@ class GradeConfig:
             profile=args.profile, device=device,
             timeout=CELL_TIMEOUT[args.profile] if args.timeout is None else args.timeout,
             kernel_name=args.kernel_name, keep_work=args.keep_work, memory_mb=args.memory_mb,
-            max_procs=args.max_procs, sandbox=not args.insecure_no_sandbox,
+            max_procs=args.max_procs, disk_mb=args.disk_mb, sandbox=not args.insecure_no_sandbox,
             require_full_marks=args.require_full_marks, progress=not args.no_progress,
             max_bytes=int(args.max_size_mb * 2**20), regrade=args.regrade,
             gpus=tuple(_gpu_ids()) if device == "cuda" else ())

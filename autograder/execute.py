@@ -93,6 +93,7 @@ def sandbox_limits(cfg: GradeConfig) -> Limits:
     """The kernel's limits, and whether it runs in the bubblewrap sandbox (whose view of the
     file system is built from nothing, so no folder needs hiding: see :mod:`autograder.sandbox`)."""
     return Limits(memory_mb=cfg.memory_mb or None, nproc=cfg.max_procs or None,
+                  disk_mb=cfg.disk_mb or None,
                   isolate=cfg.sandbox)
 
 

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory limit per submission in MiB (default 6144)")
     p.add_argument("--max-procs", type=int, default=512,
                    help="process and thread limit per submission (default 512)")
+    p.add_argument("--disk-mb", type=int, default=2048,
+                   help="MiB of files a submission may write in its folder, /tmp and /dev/shm "
+                        "(default 2048)")
     p.add_argument("--insecure-no-sandbox", dest="insecure_no_sandbox", action="store_true",
                    help="run kernels without the bubblewrap sandbox (they can read this "
                         "machine's files and reach the network); without it, grading refuses "

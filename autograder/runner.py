@@ -116,6 +116,7 @@ class Limits:
 
     memory_mb: int | None = 6144
     nproc: int | None = 512
+    disk_mb: int | None = 2048    # files written: its folder (watched), /tmp and /dev/shm (sized)
     isolate: bool = True          # bubblewrap; False only with --insecure-no-sandbox
 
 
@@ -138,6 +139,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
     kernel = {k: v for k, v in own.items() if not k.startswith(("PYTEST_", "DGM_GRADER_"))}
     spec.write_text(json.dumps({
         "workdir": str(workdir), "memory_mb": limits.memory_mb, "nproc": limits.nproc,
+        "disk_mb": limits.disk_mb,
         "isolate": limits.isolate, "readonly": _sandbox.readonly_paths(kernel), "env": kernel,
         "status": str(status), "device": env.get("DGM_DEVICE", "cpu"),
         "cgroup_name": f"dgm-grader-{private.name}"}))
@@ -165,7 +167,8 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         os.close(write_fd)  # only pytest holds the writing end now
     _ACTIVE.add(proc)
     reader.start()
-    finish_watch = watchdog.start(proc.pid, status, limits.memory_mb, limits.nproc)
+    finish_watch = watchdog.start(proc.pid, status, limits.memory_mb, limits.nproc,
+                                  folder=workdir, disk_mb=limits.disk_mb)
     error = None
     try:
         log, _ = proc.communicate(timeout=total_timeout)

@@ -70,10 +70,12 @@ def _system_args() -> list[str]:
     return args
 
 
-def _base_args() -> list[str]:
+def _base_args(disk_mb: int | None = None) -> list[str]:
+    size = ["--size", str(disk_mb * 2**20)] if disk_mb else []  # tmpfs is memory: bound it
     return ["--die-with-parent", "--new-session", "--cap-drop", "ALL", *NAMESPACES,
             "--hostname", "kernel", "--clearenv", *_system_args(),
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+            "--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm",
+            *size, "--tmpfs", "/tmp"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,7 +145,7 @@ def bwrap_argv(spec: dict, cmd: list[str]) -> list[str]:
     """The ``bwrap`` command line that runs ``cmd`` in the sandbox ``spec`` describes."""
     workdir = str(spec["workdir"])
     env = dict(spec.get("env") or {})
-    argv = [shutil.which("bwrap") or "bwrap", *_base_args()]
+    argv = [shutil.which("bwrap") or "bwrap", *_base_args(spec.get("disk_mb"))]
     for path in spec.get("readonly", []):
         argv += ["--ro-bind", path, path]
     if spec.get("device") == "cuda":

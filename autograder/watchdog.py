@@ -14,7 +14,9 @@ always preferred; this makes the limit hold on machines without one, GPU grading
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,15 +55,71 @@ def _usage(procs: list[psutil.Process]) -> tuple[int, int]:
     return rss, threads
 
 
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (links not followed)."""
+    total, stack = 0, [str(folder)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for e in entries:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            total += e.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+    return total
+
+
+def _shrink(folder: Path, excess: int) -> None:
+    """Delete the largest files under ``folder`` until ``excess`` bytes are gone."""
+    files = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                files.append((os.lstat(path).st_blocks * 512, path))
+            except OSError:
+                pass
+    for size, path in sorted(files, reverse=True):
+        if excess <= 0:
+            break
+        try:
+            os.unlink(path)
+            excess -= size
+        except OSError:
+            pass
+
+
 def watch(root_pid: int, status: Path, memory_mb: int | None, nproc: int | None,
-          stop: threading.Event, interval: float = 0.2) -> Watch:
+          stop: threading.Event, interval: float = 0.2, folder: Path | None = None,
+          disk_mb: int | None = None) -> Watch:
     """Watch the processes below ``root_pid`` until ``stop`` is set; see the module docstring.
 
     ``status`` is the sandbox launcher's status file: its ``limits`` say what a cgroup or rlimit
     already holds (each kernel start rewrites it); only the rest is watched.
     """
     result = Watch()
+    if folder is not None and disk_mb:
+        result.enforced.append("disk (watchdog)")
+    last_disk = 0.0
     while not stop.is_set():
+        if folder is not None and disk_mb and time.monotonic() - last_disk >= 1.0:
+            last_disk = time.monotonic()  # a folder walk costs more than a process poll
+            used = folder_bytes(folder)
+            if used > disk_mb * 2**20:
+                tree = _tree(root_pid)
+                for p in tree:
+                    try:
+                        p.kill()
+                    except psutil.Error:
+                        pass
+                result.kills.append(f"files {used / 2**20:.0f} MiB in its folder, over the "
+                                    f"limit of {disk_mb} MiB")
+                _shrink(folder, used - disk_mb * 2**20)  # else every rerun would die at once
         try:
             applied = json.loads(status.read_text()).get("limits", [])
         except (OSError, ValueError, AttributeError):
@@ -91,13 +149,13 @@ def watch(root_pid: int, status: Path, memory_mb: int | None, nproc: int | None,
 
 
 def start(root_pid: int, status: Path, memory_mb: int | None, nproc: int | None,
-          interval: float = 0.2):
+          interval: float = 0.2, folder: Path | None = None, disk_mb: int | None = None):
     """Run :func:`watch` in a daemon thread; return ``finish()``, which stops it and returns the
     :class:`Watch`."""
     stop = threading.Event()
     out: list[Watch] = []
     thread = threading.Thread(target=lambda: out.append(
-        watch(root_pid, status, memory_mb, nproc, stop, interval)), daemon=True,
+        watch(root_pid, status, memory_mb, nproc, stop, interval, folder, disk_mb)), daemon=True,
         name="dgm-watchdog")
     thread.start()
 

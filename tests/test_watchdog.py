@@ -72,3 +72,33 @@ def test_limits_a_cgroup_already_holds_are_not_watched(tmp_path):
     alive = proc.poll() is None
     _kill(proc)
     assert watch.enforced == [] and watch.kills == [] and alive
+
+
+DISK = ("import time, pathlib, sys; p = pathlib.Path(sys.argv[1]);\n"
+        "with open(p / 'big.bin', 'wb') as f:\n"
+        "    for _ in range(300): f.write(b'x' * 2**20); f.flush()\n"
+        "time.sleep(60)")
+
+
+def test_files_over_the_disk_limit_kill_the_tree_and_are_removed(tmp_path):
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"limits": ["memory", "pids"]}))
+    folder = tmp_path / "work"
+    folder.mkdir()
+    parent = (f"import subprocess, sys; subprocess.run([sys.executable, '-c', {DISK!r}, "
+              f"{str(folder)!r}])")
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    stop = threading.Event()
+    out = []
+    t = threading.Thread(target=lambda: out.append(watchdog.watch(
+        proc.pid, status, 6144, 512, stop, interval=0.1, folder=folder, disk_mb=100)))
+    t.start()
+    try:
+        proc.wait(timeout=30)
+    finally:
+        stop.set()
+        t.join()
+        _kill(proc)
+    assert "disk (watchdog)" in out[0].enforced
+    assert out[0].kills and "over the limit of 100 MiB" in out[0].kills[0]
+    assert watchdog.folder_bytes(folder) <= 100 * 2**20
