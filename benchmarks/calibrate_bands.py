@@ -63,9 +63,10 @@ def _check_cell(source: str, tiny: str) -> str:
             "import json; print('RESULT', json.dumps(_measured))")
 
 
-def measure_checks(name: str, seed: int, profile: str, workdir: Path, untrained: bool) -> dict:
-    """Run the solution to its training cell, then each weight check; return what they measured."""
-    cell_id, _ = TRAIN[name]
+def solution_until(name: str, cell_id: str, seed: int, untrained: bool = False):
+    """``solutions/<name>.ipynb`` up to and including cell ``cell_id``, hidden checks left out, with
+    the ``seed`` field of its ``Settings`` replaced (and every ``epochs=N`` set to 0 when
+    ``untrained``); also returns all its cells by id."""
     nb = nbformat.read(str(ROOT / "solutions" / f"{name}.ipynb"), as_version=4)
     by_id = {c.get("id"): c for c in nb.cells}
     cells = []
@@ -73,12 +74,23 @@ def measure_checks(name: str, seed: int, profile: str, workdir: Path, untrained:
         if "hidden" in cell.metadata.get("tags", []):
             continue
         if cell.get("id") == "settings":
+            if "seed: int = 0" not in cell.source:
+                raise SystemExit(f"{name}: the settings cell has no 'seed: int = 0' field")
             cell.source = cell.source.replace("seed: int = 0", f"seed: int = {seed}")
             if untrained:
                 cell.source = re.sub(r"epochs=\d+", "epochs=0", cell.source)
         cells.append(cell)
         if cell.get("id") == cell_id:
             break
+    nb.cells = cells
+    return nb, by_id
+
+
+def measure_checks(name: str, seed: int, profile: str, workdir: Path, untrained: bool) -> dict:
+    """Run the solution to its training cell, then each weight check; return what they measured."""
+    cell_id, _ = TRAIN[name]
+    nb, by_id = solution_until(name, cell_id, seed, untrained)
+    cells = nb.cells
     for check in WEIGHT_CHECKS[name]:
         cells.append(nbformat.v4.new_code_cell(_check_cell(by_id[check].source, TINY[name])))
     nb.cells = cells
@@ -94,18 +106,8 @@ def measure_checks(name: str, seed: int, profile: str, workdir: Path, untrained:
 
 def final_loss(name: str, seed: int, profile: str, workdir: Path) -> tuple[float, float]:
     cell_id, var = TRAIN[name]
-    nb = nbformat.read(str(ROOT / "solutions" / f"{name}.ipynb"), as_version=4)
-    cells = []
-    for cell in nb.cells:
-        if "hidden" in cell.metadata.get("tags", []):
-            continue
-        if cell.get("id") == "settings":
-            if "seed: int = 0" not in cell.source:
-                raise SystemExit(f"{name}: the settings cell has no 'seed: int = 0' field")
-            cell.source = cell.source.replace("seed: int = 0", f"seed: int = {seed}")
-        cells.append(cell)
-        if cell.get("id") == cell_id:
-            break
+    nb, _ = solution_until(name, cell_id, seed)
+    cells = nb.cells
     cells.append(nbformat.v4.new_code_cell(f"import json; print('RESULT', json.dumps({var}))"))
     nb.cells = cells
     start = time.perf_counter()

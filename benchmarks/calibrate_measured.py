@@ -28,7 +28,7 @@ import nbformat
 import torch
 from nbclient import NotebookClient
 
-from benchmarks.calibrate_bands import band
+from benchmarks.calibrate_bands import band, solution_until
 from benchmarks.common import RESULTS, write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,16 +41,8 @@ MEASURES = {"flow": ("test_bpd",), "contrastive": ("probe_accuracy", "held_out_n
 def train_weights(name: str, seed: int, profile: str, workdir: Path) -> float:
     """Run the solution up to its training cell; save trained.pt and untrained.pt in workdir."""
     cell_id, model, build = TRAIN[name]
-    nb = nbformat.read(str(ROOT / "solutions" / f"{name}.ipynb"), as_version=4)
-    cells = []
-    for cell in nb.cells:
-        if "hidden" in cell.metadata.get("tags", []):
-            continue
-        if cell.get("id") == "settings":
-            cell.source = cell.source.replace("seed: int = 0", f"seed: int = {seed}")
-        cells.append(cell)
-        if cell.get("id") == cell_id:
-            break
+    nb, _ = solution_until(name, cell_id, seed)
+    cells = nb.cells
     cells.append(nbformat.v4.new_code_cell(
         f"torch.save({{k: v.cpu() for k, v in {model}.state_dict().items()}}, 'trained.pt')\n"
         f"seed_everything(cfg.seed)\ntorch.save({build}.state_dict(), 'untrained.pt')"))
