@@ -13,7 +13,9 @@
 
 :func:`grade_batch` collects, plans (students graded already by an earlier run are skipped,
 :mod:`autograder.state`), runs :func:`grade_one` for each submission, ``cfg.jobs`` at a time,
-and writes the gradebook. :func:`grade_one` is the other seven stages for one student. A file
+and writes the gradebook. :func:`grade_one` is the other seven stages for one student:
+:func:`assess` (inspect to score, what a Slurm task runs with ``--executor slurm``,
+:mod:`autograder.slurm`) then :func:`report_and_record`. A file
 that cannot be graded skips merge to score and gets its items from the problem found; a
 grader failure on one submission is recorded for that student and never stops the batch.
 Stages pass frozen dataclasses: the :class:`autograder.config.GradeConfig` and the

@@ -16,7 +16,8 @@ one ends without a result too, the student gets a grader error (every auto-grade
 command grades that student again. submitit requeues a preempted task itself (Slurm sends
 ``USR2`` first). Which task graded whom, the state Slurm gave a failed one, and the paths of
 every task's logs (``DIR/slurm/tasks/<job>_<task>_0_log.out``, ``.err``) are in the run log, ``DIR/grader.log.jsonl``
-(events ``slurm_array``, ``slurm_task``, ``slurm_task_failed``).
+(events ``slurm_array``, ``slurm_task``, ``slurm_task_done`` with the task's seconds,
+``slurm_task_failed`` with the state Slurm gave).
 
 **Ctrl-C** cancels the tasks that have not started (logged ``not_started``) and waits for the
 running ones; a second Ctrl-C, or any exit of the ``grade`` process, cancels every task of the
@@ -61,6 +62,8 @@ class TaskOutcome:
     executed: str | None
     rejected: bool
     crashed: bool = False
+    setup_s: float = 0.0           # the task's start: imports, sandbox probe, verdict process
+    task_s: float = 0.0            # the task's function, start to end
 
 
 # --- in the task, on a compute node -----------------------------------------------------------
@@ -95,6 +98,7 @@ def grade_task(sub, cfg: GradeConfig, source_sha: str) -> TaskOutcome:
     from autograder import pipeline, sandbox
     from autograder.execute import Workspace
 
+    start = time.perf_counter()
     tcfg = task_config(cfg, os.environ)
     print(f"grading {sub.student} ({sub.origin}) on {socket.gethostname()}, "
           f"{tcfg.cpus} cores, GPUs {list(tcfg.gpus)}", flush=True)
@@ -104,6 +108,8 @@ def grade_task(sub, cfg: GradeConfig, source_sha: str) -> TaskOutcome:
     try:
         sandbox.require(insecure=not tcfg.sandbox)
         pipeline.prepare_verdicts(tcfg, assignment)
+        setup_s = time.perf_counter() - start
+        print(f"ready to grade after {setup_s:.1f} s", flush=True)
         root = Path(tempfile.mkdtemp(prefix="dgm-grade-work-"))
         try:
             work = Workspace(root, tcfg.slurm_folder, pipeline._gpu_queue(tcfg))
@@ -115,11 +121,13 @@ def grade_task(sub, cfg: GradeConfig, source_sha: str) -> TaskOutcome:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded for this student, as locally
         traceback.print_exc()
-        return TaskOutcome(pipeline._crashed(sub, tcfg, assignment, exc), None, False, True)
+        return TaskOutcome(pipeline._crashed(sub, tcfg, assignment, exc), None, False, True,
+                           task_s=time.perf_counter() - start)
     executed = nbformat.writes(graded.executed) if graded.executed is not None else None
     print(f"graded {sub.student}: {graded.result.auto_score:g}/{graded.result.auto_max:g}",
           flush=True)
-    return TaskOutcome(graded.result, executed, graded.rejected)
+    return TaskOutcome(graded.result, executed, graded.rejected, False, setup_s,
+                       time.perf_counter() - start)
 
 
 # --- in the grade process ---------------------------------------------------------------------
@@ -228,6 +236,10 @@ def run_array(todo: list, cfg: GradeConfig, assignment, batch, work) -> list:
                     result = _lost(task, cfg, assignment)
                     batch.record(result, complete=False)
                 else:
+                    batch.log.event("slurm_task_done", student=task.sub.student,
+                                    job_id=task.job.job_id, attempt=task.attempt,
+                                    setup_s=round(outcome.setup_s, 3),
+                                    task_s=round(outcome.task_s, 3))
                     result = _record(outcome, cfg, batch, pipeline)
                 results.append(result)
                 if bar is not None:
