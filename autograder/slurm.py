@@ -99,6 +99,7 @@ def grade_task(sub, cfg: GradeConfig, source_sha: str) -> TaskOutcome:
     from autograder.execute import Workspace
 
     start = time.perf_counter()
+    stopping = _watch_sigterm()
     tcfg = task_config(cfg, os.environ)
     print(f"grading {sub.student} ({sub.origin}) on {socket.gethostname()}, "
           f"{tcfg.cpus} cores, GPUs {list(tcfg.gpus)}", flush=True)
@@ -120,14 +121,38 @@ def grade_task(sub, cfg: GradeConfig, source_sha: str) -> TaskOutcome:
     except UncompletedJobError:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded for this student, as locally
+        _refuse_if_stopping(stopping)
         traceback.print_exc()
         return TaskOutcome(pipeline._crashed(sub, tcfg, assignment, exc), None, False, True,
                            task_s=time.perf_counter() - start)
+    _refuse_if_stopping(stopping)
     executed = nbformat.writes(graded.executed) if graded.executed is not None else None
     print(f"graded {sub.student}: {graded.result.auto_score:g}/{graded.result.auto_max:g}",
           flush=True)
     return TaskOutcome(graded.result, executed, graded.rejected, False, setup_s,
                        time.perf_counter() - start)
+
+
+def _watch_sigterm() -> list[int]:
+    """Note SIGTERM (Slurm's first word when it cancels, times out or preempts a task; the
+    kernel and the notebook runner get it too) in the list returned."""
+    import signal
+
+    seen: list[int] = []
+
+    def note(signum, frame):
+        seen.append(signum)
+        print("SIGTERM: Slurm is stopping this task; its result will not be used", flush=True)
+
+    signal.signal(signal.SIGTERM, note)
+    return seen
+
+
+def _refuse_if_stopping(stopping: list[int]) -> None:
+    """A grading that Slurm began to stop is no result (its runner may have died of the
+    signal, which reads like the student's fault): fail the task, so that it is retried."""
+    if stopping:
+        raise RuntimeError("Slurm stopped this task (SIGTERM) while it graded; not a result")
 
 
 # --- in the grade process ---------------------------------------------------------------------
@@ -262,15 +287,19 @@ def _outcome(task: _Task, states: dict[str, str] | None, grace: float):
     """The task's :class:`TaskOutcome`, the state it ended in without one (a string), or
     None while it may still produce one."""
     job = task.job
+    if states is None:  # Slurm not reachable just now
+        return None
+    state = states.get(job.job_id, "UNKNOWN (no longer listed by squeue)")
     if job.paths.result_pickle.exists():
         error = job.exception()
         if error is None:
             return job.result()
+        if state in ACTIVE:  # ending: say how Slurm ended it (CANCELLED, TIMEOUT, ...)
+            return None
+        if state.split()[0] not in ("COMPLETED", "FAILED", "UNKNOWN"):
+            return state
         first = next((line for line in str(error).splitlines() if "Error" in line), "")
         return f"FAILED ({first.strip()[:200] or type(error).__name__})"
-    if states is None:  # Slurm not reachable just now
-        return None
-    state = states.get(job.job_id, "UNKNOWN (no longer listed by squeue)")
     if state in ACTIVE:
         task.ended_at = None
         return None
