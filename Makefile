@@ -19,7 +19,7 @@ override DGM_DATA := $(abspath $(DGM_DATA))
 export DGM_DATA
 endif
 
-.PHONY: book test install mathjax browser bubblewrap clean help
+.PHONY: book test install mathjax browser bubblewrap slurm clean help
 
 help:
 	@sed -n '1,7p' Makefile
@@ -60,8 +60,16 @@ bubblewrap:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	  else sudo apt-get install -y bubblewrap; fi; }
 
+# Debian's slurm-wlm and munge: tests/test_slurm.py grades through a one-node cluster it starts.
+slurm:
+	@{ command -v slurmctld || test -x /usr/sbin/slurmctld; } >/dev/null 2>&1 && \
+	  { command -v munged || test -x /usr/sbin/munged; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; \
+	  else sudo -n apt-get install -y slurm-wlm munge || \
+	    echo "slurm-wlm and munge not installed (not root, no sudo): tests/test_slurm.py is skipped"; fi; }
+
 # JOBS test processes share the cores: one math thread each avoids oversubscribing them.
-test: install mathjax browser bubblewrap
+test: install mathjax browser bubblewrap slurm
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests -n $(JOBS) --dist loadscope
 
 clean:

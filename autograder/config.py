@@ -18,6 +18,7 @@ from dgm.config import PROFILES, check_choice
 
 ROOT = Path(__file__).resolve().parent.parent
 Device = Literal["auto", "cpu", "cuda"]
+Executor = Literal["local", "slurm"]
 #: Per-cell timeout in seconds by profile: the homework contract allows 120 s per cell in
 #: smoke on 2 cores; cpu and full runs train for minutes in one cell.
 CELL_TIMEOUT: dict[str, float] = {"smoke": 120.0, "cpu": 900.0, "full": 900.0}
@@ -52,6 +53,34 @@ def _gpu_ids() -> list[str]:
 
 
 @dataclass(frozen=True)
+class SlurmOptions:
+    """Where ``--executor slurm`` sends each submission: one task of a Slurm job array
+    (:mod:`autograder.slurm`)."""
+
+    partition: str | None = None     # None: the cluster's default partition
+    gpus_per_job: int = 0            # GPUs per task (one submission); 1 with --device cuda
+    time_min: int = 60               # per task; a task killed at it is retried once
+    mem_gb: float | None = None      # per task; None: the partition's default
+    cpus_per_task: int = 2           # cores per task; the kernel's threads
+    array_parallelism: int = 64      # tasks of the array running at once
+    retries: int = 1                 # a task that ended without a result runs again this often
+    poll_s: float = 5.0              # how often the grader asks Slurm about its tasks
+
+    def __post_init__(self):
+        for name, value, low in (("--gpus-per-job", self.gpus_per_job, 0),
+                                 ("--time", self.time_min, 1),
+                                 ("--cpus-per-task", self.cpus_per_task, 1),
+                                 ("--array-parallelism", self.array_parallelism, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be a whole number of at least {low}, got "
+                                 f"{value!r}")
+        if self.mem_gb is not None and not self.mem_gb > 0:
+            raise ValueError(f"--mem-gb must be a positive number of GB, got {self.mem_gb!r}")
+        if self.retries < 0 or not self.poll_s > 0:
+            raise ValueError("retries must be 0 or more and poll_s positive")
+
+
+@dataclass(frozen=True)
 class GradeConfig:
     """One grading run's settings (the command line's options, resolved and checked)."""
 
@@ -74,10 +103,14 @@ class GradeConfig:
     max_bytes: int = int(DEFAULT_MAX_MB * 2**20)  # largest notebook graded
     regrade: bool = False                  # grade students already graded by an earlier run
     gpus: tuple[str, ...] = ()             # GPU ids handed out one per submission (cuda)
+    executor: str = "local"                # local: this machine; slurm: a job array
+    slurm: SlurmOptions = SlurmOptions()   # read with --executor slurm only
+    cpus: int | None = None                # cores shared out between jobs; None: this machine's
 
     def __post_init__(self):
         check_choice(self.profile, PROFILES, "profile")
         check_choice(self.device, ("cpu", "cuda"), "device (resolved)")
+        check_choice(self.executor, get_args(Executor), "executor")
         if not self.assignment:
             raise ValueError("--assignment must name a notebook of --source")
         if not self.submissions:
@@ -103,14 +136,21 @@ class GradeConfig:
     def threads(self) -> int:
         """Threads per submission: the cores shared out between the submissions running."""
         running = min(self.jobs, len(self.gpus)) if self.gpus else self.jobs
-        return max(1, (os.cpu_count() or 1) // running)
+        return max(1, (self.cpus or os.cpu_count() or 1) // running)
+
+    @property
+    def slurm_folder(self) -> Path:
+        """Where ``--executor slurm`` keeps its tasks (inputs, per-task logs, results): in
+        ``out``, which compute nodes must see anyway."""
+        return Path(self.out) / "slurm"
 
     @classmethod
     def from_args(cls, args) -> GradeConfig:
         """The configuration from ``grade``'s parsed arguments (:func:`autograder.grade.
         build_parser`); a bad value raises ValueError naming the option."""
         check_choice(args.profile, PROFILES, "profile")
-        device = resolve_device(args.device)
+        slurm_gpu = getattr(args, "executor", "local") == "slurm" and args.device == "cuda"
+        device = "cuda" if slurm_gpu else resolve_device(args.device)  # GPUs on compute nodes
         if not args.max_size_mb > 0:
             raise ValueError("--max-size-mb must be positive")
         return cls(
@@ -122,4 +162,17 @@ class GradeConfig:
             max_procs=args.max_procs, disk_mb=args.disk_mb, sandbox=not args.insecure_no_sandbox,
             require_full_marks=args.require_full_marks, progress=not args.no_progress,
             max_bytes=int(args.max_size_mb * 2**20), regrade=args.regrade,
-            gpus=tuple(_gpu_ids()) if device == "cuda" else ())
+            gpus=tuple(_gpu_ids()) if device == "cuda" and not slurm_gpu else (),
+            **_executor_fields(args, device))
+
+
+def _executor_fields(args, device: str) -> dict:
+    """``executor`` and ``slurm`` from the ``--executor`` options (absent: local)."""
+    executor = getattr(args, "executor", "local")
+    check_choice(executor, get_args(Executor), "executor")
+    if executor == "local":
+        return {"executor": "local"}
+    gpus = args.gpus_per_job if args.gpus_per_job is not None else int(device == "cuda")
+    return {"executor": "slurm", "slurm": SlurmOptions(
+        partition=args.partition, gpus_per_job=gpus, time_min=args.time, mem_gb=args.mem_gb,
+        cpus_per_task=args.cpus_per_task, array_parallelism=args.array_parallelism)}

@@ -6,6 +6,8 @@
         [--jobs N] [--device auto|cpu|cuda] [--profile smoke|cpu|full]
         [--source solutions/] [--timeout S] [--require-full-marks]
         [--memory-mb MB] [--max-procs N] [--max-size-mb MB] [--regrade]
+        [--executor local|slurm [--partition P] [--gpus-per-job N] [--time MIN]
+         [--mem-gb G] [--cpus-per-task N] [--array-parallelism K]]
 
 A SUBMISSION is a notebook, a folder of notebooks or an LMS zip export
 (:mod:`autograder.submissions`). The command line becomes one frozen
@@ -19,7 +21,8 @@ stage: collect, inspect, merge, run, judge, score, report, record. It writes
 Students are graded ``--jobs`` at a time, each in its own pytest subprocess and sandboxed
 kernel; threads are shared out between jobs. With ``--device cuda`` each submission gets a
 GPU of its own for its whole run (``CUDA_VISIBLE_DEVICES``): never two on one GPU, so jobs
-beyond the number of GPUs wait for a free one.
+beyond the number of GPUs wait for a free one. With ``--executor slurm`` each submission is
+graded the same way by one task of a Slurm job array instead (:mod:`autograder.slurm`).
 """
 
 from __future__ import annotations
@@ -78,7 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regrade", action="store_true",
                    help="grade every submission again; by default a student whose results in "
                         "--out were made from the same file, source and profile is skipped")
+    add_executor_options(p)
     return p
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor local|slurm`` and the Slurm job array's options (:mod:`autograder.slurm`)."""
+    g = p.add_argument_group("where submissions are graded")
+    g.add_argument("--executor", default="local",
+                   help="local (default: this machine, --jobs at a time) or slurm (one task of a "
+                        "Slurm job array per submission; --out and the virtual environment must "
+                        "be on a file system the compute nodes see)")
+    g.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
+    g.add_argument("--gpus-per-job", type=int, default=None,
+                   help="GPUs per task (default 1 with --device cuda, else 0)")
+    g.add_argument("--time", type=int, default=60,
+                   help="time limit per task in minutes (default 60); a task killed by it, by a "
+                        "node failure or by preemption runs once more, then counts as a grader "
+                        "error for that student")
+    g.add_argument("--mem-gb", type=float, default=None,
+                   help="memory per task in GB (default: the partition's)")
+    g.add_argument("--cpus-per-task", type=int, default=2, help="cores per task (default 2)")
+    g.add_argument("--array-parallelism", type=int, default=64,
+                   help="tasks of the array running at once (default 64)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = GradeConfig.from_args(args)
         assignment = load_assignment(cfg)
-        sandbox.require(insecure=not cfg.sandbox)
+        if cfg.executor == "local":  # a Slurm task checks its own node (autograder.slurm)
+            sandbox.require(insecure=not cfg.sandbox)
     except (ValueError, sandbox.SandboxUnavailable) as exc:
         parser.error(str(exc))
-    prepare_verdicts(cfg, assignment)
+    if cfg.executor == "local":
+        prepare_verdicts(cfg, assignment)
     try:
         outcome = grade_batch(cfg, assignment, argv)
     except UsageError as exc:

@@ -13,7 +13,9 @@
 
 :func:`grade_batch` collects, plans (students graded already by an earlier run are skipped,
 :mod:`autograder.state`), runs :func:`grade_one` for each submission, ``cfg.jobs`` at a time,
-and writes the gradebook. :func:`grade_one` is the other seven stages for one student. A file
+and writes the gradebook. :func:`grade_one` is the other seven stages for one student:
+:func:`assess` (inspect to score, what a Slurm task runs with ``--executor slurm``,
+:mod:`autograder.slurm`) then :func:`report_and_record`. A file
 that cannot be graded skips merge to score and gets its items from the problem found; a
 grader failure on one submission is recorded for that student and never stops the batch.
 Stages pass frozen dataclasses: the :class:`autograder.config.GradeConfig` and the
@@ -117,9 +119,25 @@ def prepare_verdicts(cfg: GradeConfig, assignment: Assignment) -> None:
 
 # --- one submission -------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Graded:
+    """What :func:`assess` found for one submission, before it is reported and recorded."""
+
+    result: StudentResult
+    executed: object | None        # the executed notebook (instructors only), if it ran
+    rejected: bool                 # the file could not be graded
+
+
 def grade_one(sub: Submission, cfg: GradeConfig, assignment: Assignment, batch: Batch,
               work: Workspace) -> StudentResult:
     """Grade one collected submission: inspect, merge, run, judge, score, report, record."""
+    return report_and_record(assess(sub, cfg, assignment, work), cfg, batch)
+
+
+def assess(sub: Submission, cfg: GradeConfig, assignment: Assignment,
+           work: Workspace) -> Graded:
+    """The stages that grade: inspect, merge, run, judge, score (what a Slurm task runs,
+    :mod:`autograder.slurm`); nothing is written to ``cfg.out``."""
     start = time.perf_counter()
     inspection = inspect_submission(sub, assignment.expected, cfg.max_bytes)
     merged = execution = judgement = merge_s = None
@@ -133,9 +151,15 @@ def grade_one(sub: Submission, cfg: GradeConfig, assignment: Assignment, batch: 
     else:
         items = rejected_items(assignment.items)
     result = _result(sub, cfg, inspection, merged, execution, judgement, items, start, merge_s)
-    write_report(cfg.out, result, execution.executed if execution is not None else None)
-    batch.record(result, rejected=inspection.problem is not None)
-    return result
+    return Graded(result, execution.executed if execution is not None else None,
+                  inspection.problem is not None)
+
+
+def report_and_record(graded: Graded, cfg: GradeConfig, batch: Batch) -> StudentResult:
+    """The *report* and *record* stages of one graded submission."""
+    write_report(cfg.out, graded.result, graded.executed)
+    batch.record(graded.result, rejected=graded.rejected)
+    return graded.result
 
 
 def _stopped(execution: Execution) -> str | None:
@@ -195,7 +219,10 @@ def grade_batch(cfg: GradeConfig, assignment: Assignment,
     """Collect the submissions of ``cfg``, grade those not graded already, write the
     gradebook. UsageError when the submissions name nothing to grade."""
     cfg.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dgm-grade-") as tmp:
+    shared = cfg.slurm_folder if cfg.executor == "slurm" else None  # seen by compute nodes
+    if shared is not None:
+        shared.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dgm-grade-", dir=shared) as tmp:
         unpacked, warnings = Path(tmp) / "unpacked", []
         try:
             subs = collect(list(cfg.submissions), cfg.assignment, unpacked,
@@ -211,7 +238,12 @@ def grade_batch(cfg: GradeConfig, assignment: Assignment,
             root = Path(tempfile.mkdtemp(prefix="dgm-grade-work-"))
             print(f"work folders kept under {root}", file=sys.stderr)
         work = Workspace(root, unpacked, _gpu_queue(cfg))
-        results = _run_jobs(todo, cfg, assignment, batch, work)
+        if cfg.executor == "slurm":  # the same grading, one Slurm array task per submission
+            from autograder.slurm import run_array
+
+            results = run_array(todo, cfg, assignment, batch, work)
+        else:
+            results = _run_jobs(todo, cfg, assignment, batch, work)
     results = batch.finish(results)  # with the skipped students' results
     gradebook = write_gradebook(cfg.out, cfg.assignment, columns(assignment.items),
                                 batch.gradebook_rows(results))

@@ -179,6 +179,18 @@ def grading_section(lines: list[str]) -> None:
                          f"{fmt(r['throughput_per_min'])} | {fmt(r['throughput_per_core_per_min'])} | {r['peak_memory_mb']} | "
                          f"{r['scores_as_expected']}/{r['submissions']} |")
         lines.append("")
+    slurm = load("slurm_grading")
+    if slurm:
+        lines += ["### Grading through Slurm: a job array against local `--jobs 2`", "", machine_line(slurm),
+                  f" One-node cluster on the same machine (`CPUs={slurm['node_cpus']}`), "
+                  f"{slurm['array_parallelism']} tasks at a time, {slurm['cpus_per_task']} core each. "
+                  f"Load average at the end: {', '.join(fmt(v, 1) for v in slurm.get('load_average_at_end', []))}.", "",
+                  "| submissions | local wall (s) | Slurm wall (s) | overhead per submission (s) | task start (s, median) | task (s, median) | grading in the task (s, median) | same grades |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |",
+                  f"| {slurm['submissions']} | {fmt(slurm['local_wall_s'])} | {fmt(slurm['slurm_wall_s'])} | "
+                  f"{fmt(slurm['overhead_per_submission_s'], 2)} | {fmt(slurm['task_setup_s_median'], 2)} | "
+                  f"{fmt(slurm['task_s_median'], 2)} | {fmt(slurm['grading_in_task_s_median'], 2)} | "
+                  f"{slurm['same_grades']}/{slurm['submissions']} |", ""]
     mut = load("mutations_smoke")
     if mut:
         lines += ["### Typical mistakes graded by the real grader (smoke)", "", machine_line(mut), "",
