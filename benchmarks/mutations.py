@@ -93,6 +93,11 @@ MUTANTS: dict[str, Mutant] = {
     "con-triplet-margin-sign": Mutant(
         "contrastive", "con-triplet", "con-triplet", "F.relu(d_pos - d_neg + margin)",
         "F.relu(d_pos - d_neg - margin)", "triplet margin with its sign flipped"),
+    "con-triplet-unsquared": Mutant(
+        "contrastive", "con-triplet", "con-triplet",
+        "d_pos = (anchor - positive).pow(2).sum(dim=1)\n    d_neg = (anchor - negative).pow(2).sum(dim=1)",
+        "d_pos = (anchor - positive).norm(dim=1)\n    d_neg = (anchor - negative).norm(dim=1)",
+        "triplet loss on plain Euclidean distances instead of squared ones"),
     "con-ntxent-self-in-denominator": Mutant(
         "contrastive", "con-ntxent", "con-ntxent",
         'sim = sim.masked_fill(torch.eye(2 * N, dtype=torch.bool, device=z.device), float("-inf"))',

@@ -135,7 +135,7 @@ def test_every_exercise_has_a_solution_in_a_dropdown():
     for doc in _chapters():
         text = (ROOT / f"{doc}.md").read_text(encoding="utf-8")
         exercises = re.findall(r"^[:`]{3,}\{exercise\}\s*\n:label: (\S+)", text, re.M)
-        solutions = re.findall(r"^[:`]{3,}\{solution\} (\S+)\s*\n:class: dropdown", text, re.M)
+        solutions = re.findall(r"^[:`]{3,}\{solution(?:-start)?\} (\S+)\s*\n:class: dropdown", text, re.M)
         assert len(exercises) >= 2, doc
         assert sorted(exercises) == sorted(solutions), doc
 
