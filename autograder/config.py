@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from autograder.submissions import DEFAULT_MAX_MB
-from dgm.config import PROFILES, check_choice
+from dgm.config import PROFILES, check_choice, get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 Device = Literal["auto", "cpu", "cuda"]
@@ -74,6 +74,8 @@ class GradeConfig:
     max_bytes: int = int(DEFAULT_MAX_MB * 2**20)  # largest notebook graded
     regrade: bool = False                  # grade students already graded by an earlier run
     gpus: tuple[str, ...] = ()             # GPU ids handed out one per submission (cuda)
+    run_as: str | None = None              # a grader running as root: the kernels' user
+    max_threads: int | None = None         # cap on threads per submission (a CPU quota)
 
     def __post_init__(self):
         check_choice(self.profile, PROFILES, "profile")
@@ -103,21 +105,23 @@ class GradeConfig:
     def threads(self) -> int:
         """Threads per submission: the cores shared out between the submissions running."""
         running = min(self.jobs, len(self.gpus)) if self.gpus else self.jobs
-        return max(1, (os.cpu_count() or 1) // running)
+        shared = max(1, (os.cpu_count() or 1) // running)
+        return min(shared, self.max_threads) if self.max_threads else shared
 
     @classmethod
     def from_args(cls, args) -> GradeConfig:
         """The configuration from ``grade``'s parsed arguments (:func:`autograder.grade.
         build_parser`); a bad value raises ValueError naming the option."""
-        check_choice(args.profile, PROFILES, "profile")
+        profile = args.profile or get_profile()  # unset: the book's rule (DGM_PROFILE, ...)
+        check_choice(profile, PROFILES, "profile")
         device = resolve_device(args.device)
         if not args.max_size_mb > 0:
             raise ValueError("--max-size-mb must be positive")
         return cls(
             assignment=args.assignment, submissions=tuple(map(str, args.submissions)),
             out=Path(args.out), source_dir=Path(args.source), jobs=args.jobs,
-            profile=args.profile, device=device,
-            timeout=CELL_TIMEOUT[args.profile] if args.timeout is None else args.timeout,
+            profile=profile, device=device,
+            timeout=CELL_TIMEOUT[profile] if args.timeout is None else args.timeout,
             kernel_name=args.kernel_name, keep_work=args.keep_work, memory_mb=args.memory_mb,
             max_procs=args.max_procs, disk_mb=args.disk_mb, sandbox=not args.insecure_no_sandbox,
             require_full_marks=args.require_full_marks, progress=not args.no_progress,

@@ -118,6 +118,7 @@ class Limits:
     nproc: int | None = 512
     disk_mb: int | None = 2048    # files written: its folder (watched), /tmp and /dev/shm (sized)
     isolate: bool = True          # bubblewrap; False only with --insecure-no-sandbox
+    user: str | None = None       # a grader running as root runs the kernel as this user
 
 
 def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float,
@@ -126,7 +127,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
     """Execute ``nb`` with nbval in ``workdir`` (created, must be new or empty)."""
     limits = limits or Limits()
     if limits.isolate:
-        _sandbox.require()
+        _sandbox.require(user=limits.user)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "pytest.ini").write_text("[pytest]\naddopts =\n")
     nb_path = workdir / "submission.ipynb"
@@ -141,7 +142,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         "workdir": str(workdir), "memory_mb": limits.memory_mb, "nproc": limits.nproc,
         "disk_mb": limits.disk_mb,
         "isolate": limits.isolate, "readonly": _sandbox.readonly_paths(kernel), "env": kernel,
-        "status": str(status), "device": env.get("DGM_DEVICE", "cpu"),
+        "status": str(status), "device": env.get("DGM_DEVICE", "cpu"), "user": limits.user,
         "cgroup_name": f"dgm-grader-{private.name}"}))
     read_fd, write_fd = os.pipe()
     run_env = dict(own, DGM_GRADER_FD=str(write_fd), DGM_GRADER_SANDBOX=str(spec))
