@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -284,3 +285,42 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- a local /autograder, for tests and measurements ----------------------------------------
+
+def _venv_python() -> str:
+    """A Python of this version for the package's venv: the system's where it exists (a
+    kernel's user must be able to run it; pyenv's often lives in /root), else this one's."""
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    return str(system) if system.exists() else str(Path(sys.base_prefix) / "bin" / "python3")
+
+
+def install_locally(package: Path, root: Path, user: str = "nobody") -> Path:
+    """Unpack ``package`` into ``root/source`` (``root`` laid out like Gradescope's
+    ``/autograder``) and run its ``setup.sh`` there, as Gradescope does, except that the venv
+    is made beforehand with a ``.pth`` file pointing at this environment's site-packages:
+    setup.sh's ``pip install -r requirements.txt`` then finds every pin satisfied, offline
+    (and fails where a pin does not match). ``user``: the kernels' user (must exist).
+    setup.sh's output is kept in ``root/setup.log``; RuntimeError with it when it fails."""
+    import site
+    import subprocess
+
+    with zipfile.ZipFile(package) as zf:
+        zf.extractall(root / "source")
+    for name in ("setup.sh", "run_autograder"):
+        (root / "source" / name).chmod(0o755)  # zipfile does not restore modes
+    shutil.copy(root / "source" / "run_autograder", root / "run_autograder")
+    subprocess.run([_venv_python(), "-m", "venv", str(root / "venv")], check=True)
+    site_dir = next((root / "venv" / "lib").glob("python3*/site-packages"))
+    (site_dir / "this-environment.pth").write_text(
+        "\n".join(p for p in site.getsitepackages() if Path(p).is_dir()) + "\n")
+    env = dict(os.environ, DGM_AUTOGRADER_ROOT=str(root), DGM_SKIP_APT="1",
+               DGM_GRADESCOPE_USER=user)
+    setup = subprocess.run(["bash", str(root / "source" / "setup.sh")], env=env,
+                           capture_output=True, text=True, timeout=600)
+    (root / "setup.log").write_text(setup.stdout + setup.stderr)
+    if setup.returncode != 0:
+        raise RuntimeError(f"setup.sh failed ({setup.returncode}):\n{setup.stdout[-3000:]}"
+                           f"\n{setup.stderr[-3000:]}")
+    return root

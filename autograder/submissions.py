@@ -181,7 +181,7 @@ def _latest_versions(cands: list[_Candidate]) -> tuple[list[_Candidate], list[st
     only; notes naming the earlier ones."""
     latest: dict[str, tuple[tuple[int, int], _Candidate]] = {}
     others: list[_Candidate] = []
-    older: list[str] = []
+    older: list[CanvasName] = []
     for cand in cands:
         canvas = canvas_name(cand.rel.name) if len(cand.rel.parts) == 1 else None
         if canvas is None:
@@ -191,10 +191,10 @@ def _latest_versions(cands: list[_Candidate]) -> tuple[list[_Candidate], list[st
         if canvas.base in latest:
             old_key, old = latest[canvas.base]
             if key > old_key:
-                older.append(canvas_name(old.rel.name).filename)
+                older.append(canvas_name(old.rel.name))
                 latest[canvas.base] = (key, cand)
             else:
-                older.append(canvas.filename)
+                older.append(canvas)
         else:
             latest[canvas.base] = (key, cand)
     kept = [c for _, c in latest.values()]
@@ -202,7 +202,9 @@ def _latest_versions(cands: list[_Candidate]) -> tuple[list[_Candidate], list[st
     if older:
         names = ", ".join(canvas_name(c.rel.name).filename for c in kept
                           if canvas_name(c.rel.name).version)
-        notes.append(messages.older_resubmissions(names or "the latest", ", ".join(sorted(older))))
+        notes.append(messages.older_resubmissions(
+            names or "the latest", ", ".join(c.filename for c in sorted(
+                older, key=lambda c: (c.base, c.version)))))
     return kept + others, notes
 
 
