@@ -340,3 +340,24 @@ def test_without_the_sandbox_grading_still_works_and_the_feedback_says_so(tmp_pa
                        "--insecure-no-sandbox"]) == 0
     assert _scores(out, "correct") == FULL
     assert "outside the grader's sandbox" in (out / "correct" / "feedback.md").read_text()
+
+
+def test_the_summary_shows_written_points_typed_in_after_a_regrade(graded, tmp_path, capsys):
+    """Once printed `pending` although the instructor had typed the points in."""
+    out = tmp_path / "out"
+    shutil.copytree(graded, out)
+    book = out / "gradebook.csv"
+    with open(book, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if row["student"] == "correct":
+            row["explain"] = "1.5"
+    with open(book, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    capsys.readouterr()
+    assert _grade([STUDENTS / "correct.ipynb"], out) == 0  # skipped: graded already
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.split()[:1] == ["correct"])
+    assert "1.5" in row.split() and "pending" not in row
