@@ -130,7 +130,7 @@ def grade_submission(root: Path, started: float) -> dict:
     """Grade the notebook in ``root/submission`` as the package in ``root/source`` says."""
     from autograder import sandbox
     from autograder.config import CELL_TIMEOUT, GradeConfig
-    from autograder.pipeline import grade_batch, load_assignment, prepare_verdicts
+    from autograder.pipeline import grade_batch, load_assignment
     from autograder.report import StudentResult, gradescope_json
     from autograder.scoring import rejected_items
     from autograder.submissions import collect_single
@@ -160,7 +160,10 @@ def grade_submission(root: Path, started: float) -> dict:
                                                    cfg.profile, cfg.device, {}, sub.problem))
             return gradescope_results(graded, notes, visibility, time.time() - started,
                                       rejected=True)
-        prepare_verdicts(cfg, assignment)
+        # No prepare_verdicts: the verdicts' zygote starts when the kernel is done, so the two
+        # never hold memory at once (768 MB in all). Loading the classifier before any kernel
+        # runs is not needed here: its cache is root's, which the kernel's user cannot write.
+        os.environ["DGM_PROFILE"] = cfg.profile
         outcome = grade_batch(cfg, assignment, [])
         (result,) = outcome.results
         graded = json.loads((out / result.student / "results.json").read_text())

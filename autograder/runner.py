@@ -87,8 +87,7 @@ def kernel_env(profile: str, device: str, threads: int | None = None,
     of the grader's own environment (its secrets, tokens, paths) is copied. ``extra`` holds
     what the grader adds (``CUDA_VISIBLE_DEVICES``); :func:`run_notebook` adds HOME and the
     temporary folders, in the kernel's folder."""
-    from dgm.data import data_root
-    from dgm.evaluate import default_cache_dir
+    from dgm.paths import data_root, default_cache_dir  # no torch in the grader's process
 
     roots = list(dict.fromkeys(str(p.parent) for p in _sandbox.package_dirs()))
     env = {"PATH": os.pathsep.join(dict.fromkeys([str(Path(sys.executable).parent),

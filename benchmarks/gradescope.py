@@ -8,8 +8,9 @@ folder laid out like Gradescope's ``/autograder`` (:func:`autograder.gradescope.
 put the reference solution in ``submission/`` and run ``run_autograder`` in a cgroup (v1) that
 holds it to ``--memory-mb`` of memory (swap included, where the kernel accounts it) and
 ``--cpus`` CPUs (a CFS quota, on one core), as Gradescope's container does (defaults: 768 MB,
-half a CPU). Recorded per assignment: the package's size, the wall time, the cgroup's peak
-memory, the score. The build's fit check (:func:`autograder.gradescope.fit_problem`) reads the
+half a CPU). Recorded per assignment: the package's size, the wall time, the peak of the
+cgroup's anonymous memory (``total_rss`` + ``total_shmem``, sampled every 0.2 s: what cannot be
+given back as page cache), its peak with the page cache, whether the limit was hit, the score. The build's fit check (:func:`autograder.gradescope.fit_problem`) reads the
 result, ``benchmarks/results/gradescope.json``; runs of another profile already there are kept.
 Needs root (cgroups, and the kernels' user ``nobody``).
 """
@@ -22,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -57,14 +59,26 @@ def limited_run(cmd: list[str], env: dict, memory_mb: int, cpus: float) -> dict:
         enter = (f'echo $$ > {mem}/cgroup.procs && echo $$ > {cpu}/cgroup.procs && '
                  f'exec taskset -c 0 "$@"')
         start = time.perf_counter()
-        proc = subprocess.run(["sh", "-c", enter, "sh", *cmd], env=env, cwd="/",
-                              capture_output=True, text=True, timeout=1800)
+        proc = subprocess.Popen(["sh", "-c", enter, "sh", *cmd], env=env, cwd="/",
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        rss = 0.0  # anonymous memory, sampled: what cannot be reclaimed as page cache can
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+        out: list[str] = []
+        reader.start()
+        while proc.poll() is None:
+            stat = dict(line.split() for line in (mem / "memory.stat").read_text().splitlines())
+            rss = max(rss, (int(stat["total_rss"]) + int(stat.get("total_shmem", 0))) / 2**20)
+            time.sleep(0.2)
+        reader.join(timeout=10)
         seconds = time.perf_counter() - start
         peak = int((mem / "memory.max_usage_in_bytes").read_text()) / 2**20
         failcnt = int((mem / "memory.failcnt").read_text())
-        return {"seconds": round(seconds, 1), "peak_mb": round(peak, 1),
-                "hit_memory_limit": failcnt > 0, "returncode": proc.returncode,
-                "log_tail": (proc.stdout + proc.stderr)[-1500:]}
+        swap_fail = mem / "memory.memsw.failcnt"
+        if swap_fail.exists():
+            failcnt += int(swap_fail.read_text())
+        return {"seconds": round(seconds, 1), "peak_mb": round(rss, 1),
+                "peak_with_cache_mb": round(peak, 1), "hit_memory_limit": failcnt > 0,
+                "returncode": proc.returncode, "log_tail": "".join(out)[-1500:]}
     finally:
         for group in (mem, cpu):
             for _ in range(50):
