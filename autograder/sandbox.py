@@ -124,7 +124,7 @@ def _user_ids(user: str) -> tuple[int, int]:
 def require(insecure: bool = False, user: str | None = None) -> None:
     """Raise :class:`SandboxUnavailable` (its message says what to install) when bubblewrap
     cannot run here (as ``user``), unless the instructor turned isolation off (``insecure``)."""
-    problem = None if insecure else bwrap_problem(user)
+    problem = None if insecure else bwrap_problem(user) if user else bwrap_problem()
     if problem:
         raise SandboxUnavailable(
             f"grading refuses to start: {problem}. To grade without isolation anyway (student "

@@ -178,8 +178,8 @@ def test_a_profile_too_slow_for_half_a_cpu_is_refused_with_the_numbers():
 
 def test_a_profile_over_the_memory_limit_is_refused():
     measured = json.loads(json.dumps(MEASURED))
-    measured["runs"]["smoke"]["toy"]["peak_mb"] = 760.0
-    assert "760 MB" in gradescope.fit_problem("toy", "smoke", measured)
+    measured["runs"]["smoke"]["toy"].update(peak_mb=768.0, hit_memory_limit=True)
+    assert "hit Gradescope's 768 MB" in gradescope.fit_problem("toy", "smoke", measured)
 
 
 def test_an_unmeasured_assignment_is_refused_unless_allowed(tmp_path, capsys):
