@@ -72,12 +72,12 @@ SETUP_SH = r"""#!/usr/bin/env bash
 set -euo pipefail
 ROOT="${DGM_AUTOGRADER_ROOT:-/autograder}"
 SRC="$ROOT/source"
-KERNEL_USER="${DGM_GRADESCOPE_USER:-$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["user"])' "$SRC/gradescope.json")}"
 if [ "$(id -u)" = 0 ] && [ -z "${DGM_SKIP_APT:-}" ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         python3 python3-venv python3-pip bubblewrap
 fi
+KERNEL_USER="${DGM_GRADESCOPE_USER:-$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["user"])' "$SRC/gradescope.json")}"
 [ -x "$ROOT/venv/bin/python" ] || python3 -m venv "$ROOT/venv"
 "$ROOT/venv/bin/python" -m pip install --no-input --disable-pip-version-check -r "$SRC/requirements.txt"
 # What the kernel may read, outside the source: the course packages, the data, the classifier.
@@ -154,8 +154,8 @@ def fit_problem(assignment: str, profile: str, measured: dict | None) -> str | N
     if why:
         return (f"{assignment} in the {profile} profile does not fit Gradescope's default "
                 f"limits: {'; '.join(why)} (measured {measured.get('machine', {}).get('date', '?')}"
-                f"). {'Build for the smoke profile, or r' if profile != 'smoke' else 'R'}aise "
-                "the limits in Gradescope's settings and measure again with those")
+                f"). {'Build for the smoke profile, or g' if profile != 'smoke' else 'G'}rade "
+                "this assignment with `python -m autograder grade` instead")
     return None
 
 
