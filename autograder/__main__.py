@@ -1,4 +1,4 @@
-"""Command line of the autograder: ``python -m autograder {release,grade} ...``."""
+"""Command line of the autograder: ``python -m autograder {release,grade,gradescope} ...``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from collections.abc import Sequence
 COMMANDS = {
     "release": ("autograder.release", "generate notebooks/ from solutions/"),
     "grade": ("autograder.grade", "grade submitted notebooks"),
+    "gradescope": ("autograder.gradescope", "build a Gradescope autograder package (zip)"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m autograder COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
     lines.append("\n`python -m autograder COMMAND --help` describes a command's arguments.")
     return "\n".join(lines)
 

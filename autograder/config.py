@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from autograder.submissions import DEFAULT_MAX_MB
-from dgm.config import PROFILES, check_choice
+from dgm.config import PROFILES, check_choice, get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 Device = Literal["auto", "cpu", "cuda"]
@@ -106,6 +106,8 @@ class GradeConfig:
     executor: str = "local"                # local: this machine; slurm: a job array
     slurm: SlurmOptions = SlurmOptions()   # read with --executor slurm only
     cpus: int | None = None                # cores shared out between jobs; None: this machine's
+    run_as: str | None = None              # a grader running as root: the kernels' user
+    max_threads: int | None = None         # cap on threads per submission (a CPU quota)
 
     def __post_init__(self):
         check_choice(self.profile, PROFILES, "profile")
@@ -136,7 +138,8 @@ class GradeConfig:
     def threads(self) -> int:
         """Threads per submission: the cores shared out between the submissions running."""
         running = min(self.jobs, len(self.gpus)) if self.gpus else self.jobs
-        return max(1, (self.cpus or os.cpu_count() or 1) // running)
+        shared = max(1, (self.cpus or os.cpu_count() or 1) // running)
+        return min(shared, self.max_threads) if self.max_threads else shared
 
     @property
     def slurm_folder(self) -> Path:
@@ -148,7 +151,8 @@ class GradeConfig:
     def from_args(cls, args) -> GradeConfig:
         """The configuration from ``grade``'s parsed arguments (:func:`autograder.grade.
         build_parser`); a bad value raises ValueError naming the option."""
-        check_choice(args.profile, PROFILES, "profile")
+        profile = args.profile or get_profile()  # unset: the book's rule (DGM_PROFILE, ...)
+        check_choice(profile, PROFILES, "profile")
         slurm_gpu = getattr(args, "executor", "local") == "slurm" and args.device == "cuda"
         device = "cuda" if slurm_gpu else resolve_device(args.device)  # GPUs on compute nodes
         if not args.max_size_mb > 0:
@@ -156,8 +160,8 @@ class GradeConfig:
         return cls(
             assignment=args.assignment, submissions=tuple(map(str, args.submissions)),
             out=Path(args.out), source_dir=Path(args.source), jobs=args.jobs,
-            profile=args.profile, device=device,
-            timeout=CELL_TIMEOUT[args.profile] if args.timeout is None else args.timeout,
+            profile=profile, device=device,
+            timeout=CELL_TIMEOUT[profile] if args.timeout is None else args.timeout,
             kernel_name=args.kernel_name, keep_work=args.keep_work, memory_mb=args.memory_mb,
             max_procs=args.max_procs, disk_mb=args.disk_mb, sandbox=not args.insecure_no_sandbox,
             require_full_marks=args.require_full_marks, progress=not args.no_progress,

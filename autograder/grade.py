@@ -8,6 +8,7 @@
         [--memory-mb MB] [--max-procs N] [--max-size-mb MB] [--regrade]
         [--executor local|slurm [--partition P] [--gpus-per-job N] [--time MIN]
          [--mem-gb G] [--cpus-per-task N] [--array-parallelism K]]
+        [--roster CSV] [--lms-column NAME]
 
 A SUBMISSION is a notebook, a folder of notebooks or an LMS zip export
 (:mod:`autograder.submissions`). The command line becomes one frozen
@@ -16,7 +17,14 @@ stage: collect, inspect, merge, run, judge, score, report, record. It writes
 ``DIR/<student>/results.json`` (Gradescope), ``feedback.md``/``.html``, ``executed.ipynb``
 (instructor only: it holds the hidden checks), ``DIR/gradebook.csv`` and
 ``DIR/grader.log.jsonl``, the run log; a rerun on the same DIR skips students already graded
-(:mod:`autograder.state`).
+(:mod:`autograder.state`); and the gradebook for a learning platform, ``DIR/canvas_gradebook.csv``
+and ``DIR/grades.csv`` (:mod:`autograder.lms`).
+
+The profile defaults to the book's rule (:func:`dgm.config.get_profile`): ``$DGM_PROFILE``,
+else ``full`` where CUDA is available and ``cpu`` otherwise, so that notebooks are graded in
+the profile their book pages ran in. Before anything runs, the submission paths are checked,
+and then the data the assignment's checks read (Fashion-MNIST under ``$DGM_DATA``): a problem
+with either is one message, never a traceback.
 
 Students are graded ``--jobs`` at a time, each in its own pytest subprocess and sandboxed
 kernel; threads are shared out between jobs. With ``--device cuda`` each submission gets a
@@ -28,15 +36,20 @@ graded the same way by one task of a Slurm job array instead (:mod:`autograder.s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from autograder import sandbox
 from autograder.config import GradeConfig
+from autograder.lms import Roster, write_exports
+from autograder.notebook_format import source_text
 from autograder.pipeline import UsageError, grade_batch, load_assignment, prepare_verdicts
 from autograder.release import ASSIGNMENTS
-from autograder.report import summary_table
-from autograder.submissions import DEFAULT_MAX_MB
+from autograder.report import read_typed, summary_table
+from autograder.scoring import columns
+from autograder.submissions import DEFAULT_MAX_MB, missing_message, missing_paths
+from dgm.config import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for the results")
     p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
-    p.add_argument("--profile", default="smoke", help="smoke, cpu or full (default smoke)")
+    p.add_argument("--profile", default=None,
+                   help=f"{', '.join(PROFILES)}; default: the book's rule, $DGM_PROFILE, else "
+                        "full where CUDA is available and cpu otherwise. Grade in the profile "
+                        "the students ran")
     p.add_argument("--source", type=Path, default=ROOT / "solutions",
                    help="folder of instructor source notebooks (default solutions/)")
     p.add_argument("--timeout", type=float, default=None,
@@ -82,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grade every submission again; by default a student whose results in "
                         "--out were made from the same file, source and profile is skipped")
     add_executor_options(p)
+    p.add_argument("--roster", type=Path, default=None,
+                   help="CSV with columns student (the grader's id) and id (the learning "
+                        "platform's) for canvas_gradebook.csv and grades.csv; Canvas's own "
+                        "export names carry the ids already")
+    p.add_argument("--lms-column", default=None,
+                   help="the assignment's column in canvas_gradebook.csv (default: the "
+                        "assignment's name; Canvas creates the column when it is new)")
     return p
 
 
@@ -106,12 +129,51 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
                    help="tasks of the array running at once (default 64)")
 
 
+#: What a source notebook's checks use that needs Fashion-MNIST on disk.
+DATA_USERS = ("load_dataset", "dgm.evaluate", "get_classifier", "make_loader")
+
+
+def data_problem(notebook) -> str | None:
+    """None when the assignment needs no data or Fashion-MNIST is where ``DGM_DATA`` says;
+    else what is missing and how to point the grader at it."""
+    if not any(word in source_text(c) for c in notebook.cells for word in DATA_USERS):
+        return None
+    from dgm.data import FASHION_FILES, DataError, check_idx_file, data_root
+
+    root = data_root()
+    raw = root / "FashionMNIST" / "raw"
+    missing = [name for name in FASHION_FILES if not (raw / name).is_file()]
+    try:
+        for name, magic in FASHION_FILES.items():
+            if name not in missing:
+                check_idx_file(raw / name, magic)
+    except DataError as exc:
+        return f"grading needs Fashion-MNIST, and {exc}"
+    if not missing:
+        return None
+    how = ("DGM_DATA is set to it" if os.environ.get("DGM_DATA", "").strip()
+           else "DGM_DATA is not set, so the default folder was looked in")
+    return (f"grading needs Fashion-MNIST (the checks and the students' notebooks read it), "
+            f"and {raw} lacks {', '.join(missing)} ({how}). Point DGM_DATA at the folder "
+            "that holds FashionMNIST/raw/ with the four IDX files, e.g. `DGM_DATA=/path/to/"
+            "data python -m autograder grade ...`, or load the data set once with internet "
+            "access (`python -c \"from dgm.data import load_dataset; "
+            "load_dataset('fashion_mnist')\"`)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        missing = missing_paths(args.submissions)
+        if missing:
+            raise ValueError(missing_message(missing))
         cfg = GradeConfig.from_args(args)
         assignment = load_assignment(cfg)
+        roster = Roster.read(args.roster) if args.roster is not None else None
+        problem = data_problem(assignment.notebook)
+        if problem:
+            raise ValueError(problem)
         if cfg.executor == "local":  # a Slurm task checks its own node (autograder.slurm)
             sandbox.require(insecure=not cfg.sandbox)
     except (ValueError, sandbox.SandboxUnavailable) as exc:
@@ -123,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))
     batch = outcome.batch
-    print(summary_table(outcome.results, batch.skipped_ids))
+    typed = read_typed(outcome.gradebook, columns(assignment.items))
+    print(summary_table(outcome.results, batch.skipped_ids, typed=typed))
+    export = write_exports(cfg.out, cfg.assignment, roster, args.lms_column)
+    for problem in export.problems:
+        print(f"warning: {problem}", file=sys.stderr)
     print(f"\n{batch.summary()} ({cfg.profile} profile, {cfg.device}); results in {cfg.out}, "
-          f"gradebook {outcome.gradebook}")
+          f"gradebook {outcome.gradebook}; for a learning platform {export.canvas.name} and "
+          f"{export.plain.name}")
     if batch.interrupted:
         return 130
     if cfg.require_full_marks and any(r.auto_score < r.auto_max for r in outcome.results):

@@ -30,6 +30,8 @@ REJECTED = "Not graded: the submitted file could not be graded (see the message 
 PENDING = "Pending: graded by hand."
 PENDING_SHORT = "Pending."
 NO_ANSWER = "No answer found (the placeholder is still there)."
+NOT_ANSWERED = ("0 points: not answered (the template's placeholder `YOUR ANSWER HERE` is "
+                "still there).")
 OUTSIDE_SANDBOX = ("The notebook ran outside the grader's sandbox: the instructor turned "
                    "isolation off (--insecure-no-sandbox), so it could read this machine's "
                    "files and reach the network. Your grade is not affected.")
@@ -116,6 +118,12 @@ def check_not_done(label: str) -> str:
     return f"{label}: 0 points (NotImplementedError, see above)."
 
 
+def check_not_attempted(label: str) -> str:
+    """A check whose verdict found the student's code still raising NotImplementedError."""
+    return (f"{label}: 0 points: the exercise was not attempted (your code still raises "
+            "NotImplementedError: replace the FIXME with your implementation).")
+
+
 def check_failed(label: str, verdict_message: str) -> str:
     return f"{label} failed: {verdict_message}"
 
@@ -172,6 +180,23 @@ FILE_SIGNATURES = [(b"%PDF", "a PDF document"),
                    (b"PK\x03\x04", "a zip archive (a zipped notebook, or a Word or other "
                     "Office file?)"),
                    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image")]
+
+
+def not_a_notebook_file(name: str) -> str:
+    return (f"{name} is not a notebook (.ipynb file), so nothing was graded: submit the "
+            f".ipynb file you worked in {DOWNLOAD}.")
+
+
+def late_submission() -> str:
+    return "This submission was handed in late (the learning platform marked it LATE)."
+
+
+def older_resubmissions(kept: str, older: str) -> str:
+    return f"Graded your latest resubmission, {kept}; earlier versions ignored: {older}."
+
+
+def graded_notebook(name: str) -> str:
+    return f"Graded {name}, the one notebook submitted."
 
 
 def several_notebooks(chosen: str, why: str, ignored: str) -> str:

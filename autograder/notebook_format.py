@@ -275,3 +275,44 @@ def validate(nb, notebook: str | Path = "<notebook>") -> dict[str, Item]:
 
 def total_points(items: dict[str, Item]) -> int:
     return sum(item.max_score for item in items.values())
+
+
+_HEADING_RE = re.compile(r"^#{2,6}\s+(?P<title>.+?)\s*#*\s*$")
+_BOLD_LEAD_RE = re.compile(r"^\s*\*\*(?P<title>[^*]+?)\*\*")
+_POINTS_RE = re.compile(r"\s*\(\s*\d+(?:\.\d+)?\s+points?\s*\)\s*\.?\s*$|\.\s*$", re.IGNORECASE)
+
+
+def _clean_title(text: str) -> str:
+    return _POINTS_RE.sub("", text.strip()).strip()
+
+
+def item_titles(nb, items: dict[str, Item]) -> dict[str, str]:
+    """A title per item, for students' feedback: the last Markdown heading (level 2 or
+    deeper) before the item's first cell (``## Exercise 2: the schedule (3 points)`` ->
+    ``Exercise 2: the schedule``), or, for a written item, the bold lead of its cell
+    (``**Question 1 (3 points).**`` -> ``Question 1``). Items without either keep their id. A written part of an item that also
+    has hidden checks is keyed ``"<item> (written)"`` as in the gradebook."""
+    titles: dict[str, str] = {}
+    heading = None
+    for cell in nb.cells:
+        if cell.get("cell_type") == "markdown":
+            meta = cell_meta(cell)
+            text = source_text(cell)
+            if meta.get("role") == "written":
+                item = items.get(meta.get("item"))
+                lead = _BOLD_LEAD_RE.match(text)
+                key = meta["item"] if item is None or not item.hidden else f"{meta['item']} (written)"
+                if key not in titles:
+                    titles[key] = _clean_title(lead["title"]) if lead else (heading or key)
+                continue
+            for line in text.splitlines():
+                found = _HEADING_RE.match(line)
+                if found and not has_marker(line):
+                    heading = _clean_title(found["title"])
+            continue
+        meta = cell_meta(cell)
+        name = meta.get("item")
+        if name in items and name not in titles and meta.get("role") in ("graded", "hidden",
+                                                                         "selfcheck"):
+            titles[name] = heading or name
+    return titles

@@ -34,7 +34,7 @@ import tempfile
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Queue
 
@@ -47,6 +47,7 @@ from autograder.notebook_format import (
     Item,
     cell_id,
     cell_meta,
+    item_titles,
     read_notebook,
     source_text,
     validate,
@@ -78,6 +79,7 @@ class Assignment:
     secret: tuple[str, ...]        # hidden-check lines no student may see
     expected: Expected             # what a submission of it looks like
     sha256: str
+    titles: dict[str, str] = field(default_factory=dict)  # item -> the exercise's title
 
     @property
     def label(self) -> str:
@@ -98,7 +100,7 @@ def load_assignment(cfg: GradeConfig) -> Assignment:
     return Assignment(cfg.assignment, path, notebook, items,
                       tuple(messages.hidden_lines(notebook)),
                       Expected.from_source(notebook, cfg.assignment, cfg.source_dir),
-                      sha256_file(path))
+                      sha256_file(path), item_titles(notebook, items))
 
 
 def prepare_verdicts(cfg: GradeConfig, assignment: Assignment) -> None:
@@ -150,6 +152,7 @@ def assess(sub: Submission, cfg: GradeConfig, assignment: Assignment,
                             list(assignment.secret), _stopped(execution))
     else:
         items = rejected_items(assignment.items)
+    items = _titled(items, assignment)
     result = _result(sub, cfg, inspection, merged, execution, judgement, items, start, merge_s)
     return Graded(result, execution.executed if execution is not None else None,
                   inspection.problem is not None)
@@ -160,6 +163,10 @@ def report_and_record(graded: Graded, cfg: GradeConfig, batch: Batch) -> Student
     write_report(cfg.out, graded.result, graded.executed)
     batch.record(graded.result, rejected=graded.rejected)
     return graded.result
+
+
+def _titled(items: list, assignment: Assignment) -> list:
+    return [replace(i, title=assignment.titles.get(i.item, "")) for i in items]
 
 
 def _stopped(execution: Execution) -> str | None:
@@ -173,10 +180,11 @@ def _result(sub: Submission, cfg: GradeConfig, inspection: Inspection,
     """The student's result: items, notes (collecting, inspecting, merging, the sandbox),
     written answers and timings."""
     notes = [*sub.notes, *(n for n in inspection.notes if n not in sub.notes)]
+    platform = {"lms_id": sub.lms_id, "late": sub.late}
     if merged is None:
         return StudentResult(sub.student, cfg.assignment, items, notes, {}, cfg.profile,
                              cfg.device, {"wall_s": time.perf_counter() - start},
-                             inspection.problem)
+                             inspection.problem, **platform)
     notes += merged.notes.get("", [])
     if execution.outside_sandbox:
         notes.append(messages.OUTSIDE_SANDBOX)
@@ -192,14 +200,15 @@ def _result(sub: Submission, cfg: GradeConfig, inspection: Inspection,
                "student_cells_s": sum(c.duration for c in execution.cells if c.id in own),
                "wall_s": wall, "overhead_s": wall - execution.cells_s}
     return StudentResult(sub.student, cfg.assignment, items, notes, written, cfg.profile,
-                         cfg.device, timings, _stopped(execution))
+                         cfg.device, timings, _stopped(execution), **platform)
 
 
 def _crashed(sub: Submission, cfg: GradeConfig, assignment: Assignment,
              exc: BaseException) -> StudentResult:
-    return StudentResult(sub.student, cfg.assignment, crashed_items(assignment.items), [], {},
+    return StudentResult(sub.student, cfg.assignment,
+                         _titled(crashed_items(assignment.items), assignment), [], {},
                          cfg.profile, cfg.device, {"wall_s": 0.0},
-                         messages.internal_error(exc))
+                         messages.internal_error(exc), sub.lms_id, sub.late)
 
 
 # --- the batch ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import html
 import io
 import json
 import os
+import shutil
 import threading
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,12 @@ class ItemResult:
     score: float | None         # None: pending (written, graded by hand)
     messages: list[str] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)  # per hidden cell: id, points, earned, status
+    title: str = ""             # the exercise's title in the notebook ("Exercise 2: the schedule")
+
+    @property
+    def label(self) -> str:
+        """How the student's feedback names the item: its title, else its id."""
+        return self.title or self.item
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ class StudentResult:
     device: str
     timings: dict[str, float]
     error: str | None = None
+    lms_id: str | None = None             # the learning platform's id (a Canvas user id)
+    late: bool = False                    # the platform marked the submission late
 
     @property
     def auto_score(self) -> float:
@@ -76,7 +85,9 @@ class StudentResult:
 
     @property
     def written_pending(self) -> float:
-        return sum(i.max_score for i in self.items if i.kind == "written")
+        """Points of written answers still to grade by hand (an answer left as the template's
+        placeholder is 0 points already)."""
+        return sum(i.max_score for i in self.items if i.kind == "written" and i.score is None)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -115,7 +126,7 @@ def gradescope_json(res: StudentResult) -> dict:
             "output": "\n".join(item.messages),
             "visibility": "visible",
         })
-    pending = [i for i in res.items if i.kind == "written"]
+    pending = [i for i in res.items if i.kind == "written" and i.score is None]
     summary = f"Auto-graded: {_fmt(res.auto_score)}/{_fmt(res.auto_max)} points."
     if pending:
         summary += (f" Written answers ({', '.join(i.item for i in pending)}; "
@@ -137,6 +148,8 @@ def gradescope_json(res: StudentResult) -> dict:
             "device": res.device,
             "items": [{k: v for k, v in asdict(i).items() if k != "messages"} for i in res.items],
             "timings": res.timings,
+            "lms_id": res.lms_id,
+            "late": res.late,
         },
     }
 
@@ -158,31 +171,81 @@ def feedback_markdown(res: StudentResult) -> str:
     for item in res.items:
         if item.kind != "auto":
             continue
-        lines += [f"## {item.item}: {_fmt(item.score)} / {_fmt(item.max_score)}", ""]
+        lines += [f"## {item.label} ({_fmt(item.score)} / {_fmt(item.max_score)} points)", ""]
         lines += [f"- {m}" for m in item.messages] or ["- All checks passed."]
         lines.append("")
     written = [i for i in res.items if i.kind == "written"]
     if written:
         lines += ["## Written answers (graded by hand)", ""]
         for item in written:
-            lines += [f"### {item.item}: {_fmt(item.score)} / {_fmt(item.max_score)}", ""]
+            lines += [f"### {item.label} ({_fmt(item.score)} / {_fmt(item.max_score)} points)",
+                      ""]
             lines += [f"- {m}" for m in item.messages]
             answer = res.written_answers.get(item.item, "").strip()
             lines += [""] + ["> " + line for line in answer.splitlines()] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def markdown_to_html(text: str, title: str) -> str:
+#: The course's MathJax (``make install`` puts it there, as for the book): copied once into the
+#: output folder as :data:`MATHJAX_DIR`, so that feedback pages render formulas offline.
+MATHJAX_SOURCE = Path(__file__).resolve().parent.parent / "book" / "_static" / "mathjax"
+MATHJAX_DIR = ".mathjax"  # hidden: every other folder in the output is a student
+_MATHJAX_LOCK = threading.Lock()
+_MATHJAX_CONFIG = ("window.MathJax={tex:{inlineMath:[['\\\\(','\\\\)']],"
+                   "displayMath:[['\\\\[','\\\\]']]},options:{enableMenu:false}};")
+
+
+def render_markdown(text: str) -> str:
+    """``text`` as HTML (CommonMark, raw HTML escaped), with ``$...$`` and ``$$...$$`` kept
+    as TeX between MathJax's ``\\(...\\)`` and ``\\[...\\]`` delimiters (Markdown would
+    otherwise eat its backslashes: ``\\,`` and ``\\|`` are Markdown escapes)."""
     try:
         from markdown_it import MarkdownIt
-
-        body = MarkdownIt("commonmark", {"html": False}).render(text)
+        from mdit_py_plugins.dollarmath import dollarmath_plugin
     except ImportError:  # keep the grader usable without markdown-it
-        body = f"<pre>{html.escape(text)}</pre>"
+        return f"<pre>{html.escape(text)}</pre>"
+    md = MarkdownIt("commonmark", {"html": False}).use(dollarmath_plugin, double_inline=True)
+    md.add_render_rule("math_inline", lambda self, tokens, idx, options, env:
+                       f'<span class="math">\\({html.escape(tokens[idx].content)}\\)</span>')
+    md.add_render_rule("math_inline_double", lambda self, tokens, idx, options, env:
+                       f'<div class="math">\\[{html.escape(tokens[idx].content)}\\]</div>')
+    md.add_render_rule("math_block", lambda self, tokens, idx, options, env:
+                       f'<div class="math">\\[{html.escape(tokens[idx].content)}\\]</div>\n')
+    md.add_render_rule("math_block_label", lambda self, tokens, idx, options, env:
+                       f'<div class="math">\\[{html.escape(tokens[idx].content)}\\]</div>\n')
+    return md.render(text)
+
+
+def markdown_to_html(text: str, title: str, mathjax: str | None = None) -> str:
+    """A standalone page of the Markdown ``text``; ``mathjax``: the URL of MathJax's
+    ``tex-chtml.js`` (relative to the page) that typesets its formulas, if any."""
+    body = render_markdown(text)
+    script = ""
+    if mathjax:
+        script = (f"<script>{_MATHJAX_CONFIG}</script>"
+                  f'<script defer src="{html.escape(mathjax)}"></script>')
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
             "</title><style>body{font-family:sans-serif;max-width:50em;margin:2em auto}"
             "blockquote{color:#444;border-left:3px solid #ccc;padding-left:1em}</style>"
-            f"</head><body>\n{body}</body></html>\n")
+            f"{script}</head><body>\n{body}</body></html>\n")
+
+
+def install_mathjax(out: Path) -> str | None:
+    """Copy the course's MathJax into ``out/_mathjax`` once (a no-op when it is there); the
+    URL of its script relative to a student's folder, or None when MathJax is not installed
+    here (the feedback then shows the TeX source)."""
+    script = MATHJAX_SOURCE / "tex-chtml.js"
+    if not script.is_file():
+        return None
+    target = out / MATHJAX_DIR
+    with _MATHJAX_LOCK:
+        if not (target / "tex-chtml.js").is_file():
+            tmp = out / f".{MATHJAX_DIR}.tmp{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(MATHJAX_SOURCE.resolve(), tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+    return f"../{MATHJAX_DIR}/tex-chtml.js"
 
 
 def results_json_text(res: StudentResult, extra: dict | None = None) -> str:
@@ -200,7 +263,8 @@ def write_student(out: Path, res: StudentResult, executed=None, extra: dict | No
     atomic_write(folder / "results.json", results_json_text(res, extra))
     md = feedback_markdown(res)
     atomic_write(folder / "feedback.md", md)
-    atomic_write(folder / "feedback.html", markdown_to_html(md, f"{res.assignment}: {res.student}"))
+    atomic_write(folder / "feedback.html", markdown_to_html(md, f"{res.assignment}: {res.student}",
+                                                            install_mathjax(out)))
     if executed is not None:
         import nbformat
 
@@ -228,6 +292,23 @@ def _read_results(out: Path, assignment: str) -> list[dict]:
     return rows
 
 
+def read_typed(path: Path, items: list[tuple[str, str, float]]) -> dict[tuple[str, str], float]:
+    """The written points an instructor typed into the gradebook ``path``, by ``(student,
+    item)`` (nothing when it does not exist yet)."""
+    typed: dict[tuple[str, str], float] = {}
+    if not path.exists():
+        return typed
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            for name, kind, _ in items:
+                if kind == "written":
+                    try:
+                        typed[(row.get("student", ""), name)] = float(row.get(name, ""))
+                    except (TypeError, ValueError):
+                        pass
+    return typed
+
+
 def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, float]],
                     rows: list[dict] | None = None) -> Path:
     """Write ``out/gradebook.csv`` from ``rows`` (the ``extra_data`` of each student's
@@ -235,26 +316,19 @@ def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, floa
     ``out/*/results.json`` of ``assignment``.
 
     ``items`` lists ``(item, kind, max_score)`` in notebook order. Written points an instructor
-    already typed into an earlier gradebook are kept.
+    already typed into an earlier gradebook are kept; a written answer left as the template's
+    placeholder reads 0 until points are typed over it. ``late`` says ``late`` where the
+    learning platform marked the submission late.
     """
     path = out / "gradebook.csv"
-    typed: dict[tuple[str, str], float] = {}
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                for name, kind, _ in items:
-                    if kind == "written":
-                        try:
-                            typed[(row.get("student", ""), name)] = float(row.get(name, ""))
-                        except ValueError:
-                            pass
+    typed = read_typed(path, items)
     auto_names = [n for n, k, _ in items if k == "auto"]
     written_names = [n for n, k, _ in items if k == "written"]
     max_score = sum(m for _, _, m in items)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["student", *auto_names, *written_names, "auto_score", "written_pending",
-                     "total", "max_score"])
+                     "total", "max_score", "late"])
     if rows is None:
         rows = _read_results(out, assignment)
     for extra in sorted(rows, key=lambda r: r["student"]):
@@ -265,7 +339,7 @@ def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, floa
         for name, kind, points in items:
             if kind != "written":
                 continue
-            value = typed.get((student, name))
+            value = typed.get((student, name), scores.get(name))
             if value is None:
                 written.append(PENDING)
                 pending += points
@@ -273,16 +347,20 @@ def write_gradebook(out: Path, assignment: str, items: list[tuple[str, str, floa
                 written.append(_fmt(value))
                 filled += value
         writer.writerow([student, *map(_fmt, auto), *written, _fmt(sum(auto)), _fmt(pending),
-                         _fmt(sum(auto) + filled), _fmt(max_score)])
+                         _fmt(sum(auto) + filled), _fmt(max_score),
+                         "late" if extra.get("late") else ""])
     atomic_write(path, buf.getvalue())
     return path
 
 
 def summary_table(results: list[StudentResult], skipped: Collection[str] = (),
-                  note_width: int = 100) -> str:
+                  note_width: int = 100,
+                  typed: dict[tuple[str, str], float] | None = None) -> str:
     """A plain-text table: one row per student, points per item, total, time, and a note:
     the error that stopped grading (cut to ``note_width`` characters), or that the student
-    was skipped (graded already, by an earlier run)."""
+    was skipped (graded already, by an earlier run). ``typed``: written points typed into
+    the gradebook (:func:`read_typed`), shown in place of ``pending``."""
+    typed = typed or {}
     if not results:
         return "no submissions graded"
     names = [i.item for i in results[0].items]
@@ -296,7 +374,8 @@ def summary_table(results: list[StudentResult], skipped: Collection[str] = (),
 
     def scores(r: StudentResult) -> list[str]:
         by_name = {i.item: i for i in r.items}
-        return [_fmt(by_name[n].score) if n in by_name else "-" for n in names]
+        return [_fmt(typed.get((r.student, n), by_name[n].score)) if n in by_name else "-"
+                for n in names]
 
     rows = [[r.student, *scores(r), f"{_fmt(r.auto_score)}/{_fmt(r.auto_max)}",
              f"{r.timings.get('wall_s', 0):.1f}", note(r)] for r in results]

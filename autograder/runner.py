@@ -87,8 +87,7 @@ def kernel_env(profile: str, device: str, threads: int | None = None,
     of the grader's own environment (its secrets, tokens, paths) is copied. ``extra`` holds
     what the grader adds (``CUDA_VISIBLE_DEVICES``); :func:`run_notebook` adds HOME and the
     temporary folders, in the kernel's folder."""
-    from dgm.data import data_root
-    from dgm.evaluate import default_cache_dir
+    from dgm.paths import data_root, default_cache_dir  # no torch in the grader's process
 
     roots = list(dict.fromkeys(str(p.parent) for p in _sandbox.package_dirs()))
     env = {"PATH": os.pathsep.join(dict.fromkeys([str(Path(sys.executable).parent),
@@ -118,6 +117,7 @@ class Limits:
     nproc: int | None = 512
     disk_mb: int | None = 2048    # files written: its folder (watched), /tmp and /dev/shm (sized)
     isolate: bool = True          # bubblewrap; False only with --insecure-no-sandbox
+    user: str | None = None       # a grader running as root runs the kernel as this user
 
 
 def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float,
@@ -126,7 +126,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
     """Execute ``nb`` with nbval in ``workdir`` (created, must be new or empty)."""
     limits = limits or Limits()
     if limits.isolate:
-        _sandbox.require()
+        _sandbox.require(user=limits.user)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "pytest.ini").write_text("[pytest]\naddopts =\n")
     nb_path = workdir / "submission.ipynb"
@@ -141,7 +141,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         "workdir": str(workdir), "memory_mb": limits.memory_mb, "nproc": limits.nproc,
         "disk_mb": limits.disk_mb,
         "isolate": limits.isolate, "readonly": _sandbox.readonly_paths(kernel), "env": kernel,
-        "status": str(status), "device": env.get("DGM_DEVICE", "cpu"),
+        "status": str(status), "device": env.get("DGM_DEVICE", "cpu"), "user": limits.user,
         "cgroup_name": f"dgm-grader-{private.name}"}))
     read_fd, write_fd = os.pipe()
     run_env = dict(own, DGM_GRADER_FD=str(write_fd), DGM_GRADER_SANDBOX=str(spec))

@@ -17,7 +17,12 @@ SPEC.json (written by :mod:`autograder.runner`, outside the kernel's folder) say
 ``readonly``    folders the kernel may read (:func:`readonly_paths`);
 ``env``         the kernel's whole environment (an allow-list, see :func:`autograder.runner.kernel_env`);
 ``device``      ``cpu`` or ``cuda``; with ``cuda`` the GPU named by ``env["CUDA_VISIBLE_DEVICES"]``;
-``status``      where to write what was applied (the grader puts it in the feedback).
+``status``      where to write what was applied (the grader puts it in the feedback);
+``user``        (a grader running as root) the unprivileged user the kernel runs as: the
+                launcher gives it the kernel's folder and drops to it before bubblewrap, so
+                that even where bubblewrap cannot run (a container without user namespaces)
+                the kernel cannot read what only root may (the instructor's source, the
+                results), nor reach the grader's processes.
 
 The launcher applies the limits to itself, then execs ``bwrap`` (Debian's ``bubblewrap``),
 which runs the kernel in new user, PID, network, IPC, UTS and cgroup namespaces, in a new
@@ -79,17 +84,21 @@ def _base_args(disk_mb: int | None = None) -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def bwrap_problem() -> str | None:
-    """None when bubblewrap can build the kernels' sandbox here, else what is wrong and what to
-    do (asked once per process: the probe starts ``true`` in the same namespaces)."""
+def bwrap_problem(user: str | None = None) -> str | None:
+    """None when bubblewrap can build the kernels' sandbox here (as ``user``, when given),
+    else what is wrong and what to do (asked once per process and user: the probe starts
+    ``true`` in the same namespaces)."""
     if sys.platform != "linux":
         return f"the grader's sandbox (bubblewrap) needs Linux, not {sys.platform}"
     exe = shutil.which("bwrap")
     if exe is None:
         return f"bubblewrap (`bwrap`) is not installed: {INSTALL_HINT}"
     try:
+        ids = _user_ids(user) if user else None
         probe = subprocess.run([exe, *_base_args(), "--remount-ro", "/", "--", "true"],
-                               capture_output=True, text=True, timeout=30)
+                               capture_output=True, text=True, timeout=30, cwd="/",
+                               **({"user": ids[0], "group": ids[1], "extra_groups": []}
+                                  if ids else {}))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap ({exe}) could not be started ({exc}): {INSTALL_HINT}"
     if probe.returncode != 0:
@@ -101,10 +110,21 @@ def bwrap_problem() -> str | None:
     return None
 
 
-def require(insecure: bool = False) -> None:
+def _user_ids(user: str) -> tuple[int, int]:
+    """``(uid, gid)`` of ``user``; ValueError naming it when there is no such user."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"there is no user {user!r} to run the kernels as") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def require(insecure: bool = False, user: str | None = None) -> None:
     """Raise :class:`SandboxUnavailable` (its message says what to install) when bubblewrap
-    cannot run here, unless the instructor turned isolation off (``insecure``)."""
-    problem = None if insecure else bwrap_problem()
+    cannot run here (as ``user``), unless the instructor turned isolation off (``insecure``)."""
+    problem = None if insecure else bwrap_problem(user) if user else bwrap_problem()
     if problem:
         raise SandboxUnavailable(
             f"grading refuses to start: {problem}. To grade without isolation anyway (student "
@@ -122,10 +142,14 @@ def package_dirs() -> list[Path]:
 
 def readonly_paths(env: dict[str, str]) -> list[str]:
     """What a kernel may read besides the system: the Python installation (``sys.prefix`` and
-    ``sys.base_prefix``), the course packages' own folders, the data and the model cache."""
+    ``sys.base_prefix``, and site-packages folders elsewhere on ``sys.path``), the course
+    packages' own folders, the data and the model cache."""
     paths: list[Path] = []
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
         paths += [Path(prefix), Path(prefix).resolve()]
+    # site-packages folders outside the prefixes (a .pth file or --system-site-packages)
+    paths += [Path(p) for p in sys.path if p and Path(p).name in ("site-packages",
+                                                                  "dist-packages")]
     paths += package_dirs()
     paths += [Path(env[k]) for k in ("DGM_DATA", "DGM_CACHE") if env.get(k)]
     found = {str(p) for p in paths if p.exists()}
@@ -229,9 +253,12 @@ def launch(spec_path: str, cmd: list[str]) -> None:
         if _setrlimit(resource.RLIMIT_AS, memory_mb * 2**20):
             status["limits"].append("memory (address space)")
     inner = list(cmd)
+    user = spec.get("user")
+    if user:
+        status["user"] = user
     # Linux never applies RLIMIT_NPROC to root (user id 0 outside, whatever the namespace): a
-    # grader running as root needs the pids cgroup for this limit.
-    if nproc and "pids" not in status["limits"] and os.geteuid() != 0:
+    # grader running as root needs the pids cgroup for this limit, or a user to drop to.
+    if nproc and "pids" not in status["limits"] and (os.geteuid() != 0 or user):
         if isolate:  # set inside the kernel's user namespace: it counts that namespace's processes
             inner = [sys.executable, "-m", "autograder.sandbox", "--nproc", str(int(nproc)), "--",
                      *cmd]
@@ -241,7 +268,27 @@ def launch(spec_path: str, cmd: list[str]) -> None:
     if spec.get("status"):
         Path(spec["status"]).write_text(json.dumps(status))
     argv = bwrap_argv(spec, inner) if isolate else inner
+    if user:
+        drop_to(user, Path(spec["workdir"]))
     os.execvp(argv[0], argv)
+
+
+def drop_to(user: str, workdir: Path) -> None:
+    """Give ``user`` the kernel's folder (and a way through its parents, execute only), then
+    become ``user``, with no supplementary group: from here on nothing root-only is readable."""
+    uid, gid = _user_ids(user)
+    for top, dirs, files in os.walk(workdir):
+        for name in [top, *(os.path.join(top, f) for f in dirs + files)]:
+            os.lchown(name, uid, gid)
+    for parent in workdir.parents:
+        if parent == Path("/"):
+            break
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, (mode | 0o001) & 0o7777)
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
 
 
 def limit_processes(nproc: int, cmd: list[str]) -> None:

@@ -3,7 +3,8 @@
 An auto-graded item earns, for each of its hidden checks, the check's points times the
 fraction its verdict gives, when the check's cell passed in the kernel *and* its verdict
 passed; otherwise 0 for that check, with a message saying why (:mod:`autograder.messages`).
-A written item is pending: it is graded by hand. The same rules give the items of a file that
+A written item is pending: it is graded by hand, unless the template's placeholder is all
+the student left there (0 points, with that reason). The same rules give the items of a file that
 could not be graded (:func:`rejected_items`) and of a grader failure (:func:`crashed_items`).
 """
 
@@ -56,7 +57,11 @@ def score_items(merged: MergeResult, cells: Sequence[CellRecord],
             notes = list(merged.notes.get(name, []))
             answered = [merged.written.get(w, "") for w in item.written]
             if not any(ANSWER_PLACEHOLDER not in a for a in answered):
-                notes.append(messages.NO_ANSWER)
+                # the template's placeholder is all there is: nothing to grade by hand
+                results.append(ItemResult(written_name(name, item), "written",
+                                          float(item.written_points), 0.0,
+                                          [*notes, messages.NOT_ANSWERED]))
+                continue
             results.append(ItemResult(written_name(name, item), "written",
                                       float(item.written_points), None,
                                       [*notes, messages.PENDING]))
@@ -104,13 +109,17 @@ def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str
             text = messages.redact(verdict.message or "", secret)
             if verdict.status != "passed":
                 fraction = 0.0
-                msg = (messages.check_failed(label, text) if verdict.status == "failed"
+                msg = (messages.check_not_attempted(label) if "NotImplementedError" in text
+                       else messages.check_failed(label, text) if verdict.status == "failed"
                        else messages.check_not_judged(label, text))
             elif fraction < 1.0:
                 msg = messages.check_partial(label, text)
             earned = pts * fraction
-        checks.append({"id": hid, "points": pts, "earned": earned,
-                       "status": rec.status if rec else "not run"})
+        # the check's verdict, not whether its cell ran (that is "cell")
+        verdict_status = ("not run" if rec is None else "passed" if msg is None
+                          else "partial" if earned > 0 else "failed")
+        checks.append({"id": hid, "points": pts, "earned": earned, "status": verdict_status,
+                       "cell": rec.status if rec else "not run"})
         score += earned
         if msg and msg not in msgs:
             msgs.append(msg)

@@ -128,10 +128,11 @@ def load_result(data: dict) -> StudentResult:
     outputs = {t.get("name"): t.get("output", "") for t in data.get("tests", [])}
     items = [ItemResult(i["item"], i["kind"], float(i["max_score"]), i["score"],
                         outputs.get(i["item"], "").splitlines() if i["kind"] == "auto" else [],
-                        list(i.get("checks", []))) for i in extra["items"]]
+                        list(i.get("checks", [])), i.get("title", "")) for i in extra["items"]]
     return StudentResult(extra["student"], extra["assignment"], items, [], {},
                          extra.get("profile", ""), extra.get("device", ""),
-                         dict(extra.get("timings", {})), extra.get("error"))
+                         dict(extra.get("timings", {})), extra.get("error"),
+                         extra.get("lms_id"), bool(extra.get("late")))
 
 
 class Batch:

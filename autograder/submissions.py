@@ -18,7 +18,17 @@ A SUBMISSION argument of ``python -m autograder grade`` is
   most zip tools write), else as cp437 (the zip standard).
 
 A folder of a zip or folder that holds files but no notebook is still a student, told that no
-notebook was found.
+notebook was found; so is a file beside the students' folders that is not a notebook
+(``dave.txt`` is student ``dave``, told that it is not a notebook): every file handed in gets
+a gradebook row.
+
+**Canvas.** Canvas's "Download Submissions" zip holds one file per student and file, named
+``name_userid_submissionid_filename`` (``name_LATE_userid_...`` when late; a file uploaded
+again gets ``-1``, ``-2``, ... before its extension). Such names are read: the student is
+``name``, the Canvas user id and the lateness are kept (:attr:`Submission.lms_id`,
+:attr:`Submission.late`) for the gradebook and the Canvas export (:mod:`autograder.lms`), the
+files of one user id are one student, and of several versions of one file the latest
+resubmission is graded (the others are named in the feedback).
 
 One notebook per student. When a student has several, the rule is: the notebooks named after
 the assignment (``vae.ipynb``), else those whose name contains it (``vae_final.ipynb``), else
@@ -56,7 +66,7 @@ from autograder import messages
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _IGNORED_PARTS = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
 #: Files the grader writes in the output folder beside the students' folders.
-_RESERVED = {"gradebook.csv", "grader.log.jsonl"}
+_RESERVED = {"gradebook.csv", "grader.log.jsonl", "canvas_gradebook.csv", "grades.csv"}
 #: Letters NFKD does not decompose into ASCII.
 _TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D",
                            "ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "þ": "th",
@@ -77,6 +87,8 @@ class Submission:
     origin: str                      # what the instructor passed (file, folder or zip member)
     notes: tuple[str, ...] = ()      # said to the student in the feedback
     problem: str | None = None       # why it cannot be graded, when known while collecting
+    lms_id: str | None = None        # the learning platform's user id (Canvas file names)
+    late: bool = False               # the platform marked it late (Canvas's LATE)
 
 
 @dataclass
@@ -126,8 +138,74 @@ def _pick(cands: list[_Candidate], assignment: str) -> tuple[_Candidate, list[st
     return chosen, [messages.several_notebooks(chosen.rel.name, why, others)]
 
 
+_CANVAS_RE = re.compile(r"^(?P<name>[^_/]+?)(?P<late>_LATE)?_(?P<uid>\d+)_(?P<sid>\d+)_"
+                        r"(?P<file>[^/]+)$")
+_RESUBMITTED_RE = re.compile(r"^(?P<base>.+)-(?P<n>\d+)$")
+
+
+@dataclass(frozen=True)
+class CanvasName:
+    """What a file name of Canvas's "Download Submissions" zip says."""
+
+    name: str                 # the student's name as Canvas writes it (``doejane``)
+    user_id: str
+    submission_id: str
+    filename: str             # the file as the student named it, with Canvas's ``-N``
+    late: bool
+    base: str                 # ``filename`` without the resubmission suffix
+    version: int              # 0 for the first upload, N for ``-N``
+
+
+def canvas_name(filename: str) -> CanvasName | None:
+    """Parse ``name[_LATE]_userid_submissionid_filename``; None for other names."""
+    found = _CANVAS_RE.match(filename)
+    if found is None:
+        return None
+    original = PurePosixPath(found["file"])
+    again = _RESUBMITTED_RE.match(original.stem)
+    base, version = ((again["base"] + original.suffix, int(again["n"])) if again
+                     else (found["file"], 0))
+    return CanvasName(found["name"], found["uid"], found["sid"], found["file"],
+                      bool(found["late"]), base, version)
+
+
 def _group_key(rel: PurePosixPath) -> str:
-    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+    if len(rel.parts) > 1:
+        return rel.parts[0]
+    canvas = canvas_name(rel.name)
+    return f"{canvas.name}_{canvas.user_id}" if canvas else rel.stem
+
+
+def _latest_versions(cands: list[_Candidate]) -> tuple[list[_Candidate], list[str]]:
+    """Of Canvas files uploaded again (``vae.ipynb``, ``vae-1.ipynb``), the latest version
+    only; notes naming the earlier ones."""
+    latest: dict[str, tuple[tuple[int, int], _Candidate]] = {}
+    others: list[_Candidate] = []
+    older: list[CanvasName] = []
+    for cand in cands:
+        canvas = canvas_name(cand.rel.name) if len(cand.rel.parts) == 1 else None
+        if canvas is None:
+            others.append(cand)
+            continue
+        key = (canvas.version, int(canvas.submission_id))
+        if canvas.base in latest:
+            old_key, old = latest[canvas.base]
+            if key > old_key:
+                older.append(canvas_name(old.rel.name))
+                latest[canvas.base] = (key, cand)
+            else:
+                older.append(canvas)
+        else:
+            latest[canvas.base] = (key, cand)
+    kept = [c for _, c in latest.values()]
+    notes = []
+    if older:
+        names = ", ".join(canvas_name(c.rel.name).filename for c in kept
+                          if canvas_name(c.rel.name).version)
+        notes.append(messages.older_resubmissions(
+            names or "the latest", ", ".join(c.filename for c in sorted(
+                older, key=lambda c: (c.base, c.version)))))
+    return kept + others, notes
 
 
 def _unwrap(rels: list[PurePosixPath]) -> int:
@@ -154,12 +232,19 @@ def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: 
     folders: dict[str, Path] = {}
     for cand in cands:
         groups.setdefault(_group_key(PurePosixPath(*cand.rel.parts[depth:])), []).append(cand)
+    loose: dict[str, list[str]] = {}  # files beside the students' folders, not notebooks
+    canvas: dict[str, list[CanvasName]] = {}
+    for rel in [c.rel for c in cands] + list(others) + list(links):
+        inner = PurePosixPath(*rel.parts[depth:])
+        found = canvas_name(inner.name) if len(inner.parts) == 1 else None
+        if found is not None:
+            canvas.setdefault(_group_key(inner), []).append(found)
     for rel, what in [(r, "") for r in others] + [(r, " (a symbolic link, not followed)")
                                                    for r in links]:
         inner = PurePosixPath(*rel.parts[depth:])
-        if len(inner.parts) < 2 and not what:
-            continue  # a loose file beside the students' folders is no one's
         key = _group_key(inner)
+        if len(inner.parts) < 2 and not what:
+            loose.setdefault(key, []).append(inner.name)
         extra.setdefault(key, []).append(("/".join(inner.parts[1:]) or inner.name) + what)
         folders.setdefault(key, root.joinpath(*rel.parts[:depth + 1]))
     subs = []
@@ -167,16 +252,27 @@ def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: 
         ignored = sorted(extra.get(key, []))
         listed = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more"
                                             if len(ignored) > 10 else "")
+        names = canvas.get(key, [])
+        student = sanitize_id(names[0].name if names else key)
+        platform = {"lms_id": names[0].user_id if names else None,
+                    "late": any(n.late for n in names)}
+        late_note = (messages.late_submission(),) if platform["late"] else ()
         if key not in groups:
-            subs.append(Submission(sanitize_id(key), folders[key], f"{origin}/{key}", (),
-                                   messages.no_notebook(listed)))
+            problem = (messages.not_a_notebook_file(loose[key][0])
+                       if loose.get(key) == ignored and len(ignored) == 1
+                       else messages.no_notebook(listed))
+            subs.append(Submission(student, folders[key], f"{origin}/{key}", late_note,
+                                   problem, **platform))
             continue
-        chosen, notes = _pick(groups[key], assignment)
+        kept, notes = _latest_versions(groups[key]) if names else (groups[key], [])
+        chosen, picked = _pick(kept, assignment)
+        notes = [*late_note, *notes, *picked]
         if ignored:
             notes.append(messages.not_notebooks(listed))
         problem = None if chosen.path is not None else messages.too_large(chosen.size, max_bytes)
-        subs.append(Submission(sanitize_id(key), chosen.path or root / chosen.rel.as_posix(),
-                               f"{origin}/{chosen.rel.as_posix()}", tuple(notes), problem))
+        subs.append(Submission(student, chosen.path or root / chosen.rel.as_posix(),
+                               f"{origin}/{chosen.rel.as_posix()}", tuple(notes), problem,
+                               **platform))
     return subs
 
 
@@ -300,6 +396,17 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
     return size
 
 
+def missing_paths(paths: list[str | Path]) -> list[str]:
+    """The SUBMISSION arguments that name nothing on disk (checked before anything starts)."""
+    return [str(p) for p in paths if not Path(p).exists()]
+
+
+def missing_message(missing: list[str]) -> str:
+    what = "does not exist" if len(missing) == 1 else "do not exist"
+    return (f"{', '.join(missing)} {what}: give notebooks, folders of notebooks or .zip "
+            "exports that are there (a mistyped path?)")
+
+
 def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
             max_bytes: int | None = None, warnings: list[str] | None = None) -> list[Submission]:
     """All submissions named by ``paths``, one per student, sorted by student id.
@@ -312,6 +419,9 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
     """
     warnings = [] if warnings is None else warnings
     subs: list[Submission] = []
+    missing = missing_paths(paths)
+    if missing:
+        raise FileNotFoundError(missing_message(missing))
     for n, raw in enumerate(paths):
         path = Path(raw)
         if path.is_dir():
@@ -319,8 +429,13 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
         elif path.suffix.lower() == ".zip" and path.is_file():
             dest = unpack_dir / f"zip{n}-{sanitize_id(path.stem)}"
             subs += _unpack(path, dest, assignment, str(path), max_bytes, warnings)
-        elif path.suffix.lower() == ".ipynb" and path.is_file():
-            subs.append(Submission(sanitize_id(path.stem), path, str(path)))
+        elif path.is_file():  # a notebook, or a file handed in that is not one
+            subs += _assemble([_Candidate(PurePosixPath(path.name), path, 0, 0.0)]
+                              if path.suffix.lower() == ".ipynb" else [],
+                              [] if path.suffix.lower() == ".ipynb"
+                              else [PurePosixPath(path.name)],
+                              assignment, str(path.parent), path.parent, unwrap=False,
+                              max_bytes=None)
         else:
             raise FileNotFoundError(f"{raw}: not a notebook, a folder or a .zip file")
     original = {sub.student for sub in subs}  # ids students really have are never handed out again
@@ -496,3 +611,36 @@ def _other_assignment(nb: dict, cells: list, expected: Expected) -> str | None:
         return None
     wanted = ", ".join(f"`{i}`" for i in sorted(expected.ids)[:4])
     return messages.other_assignment(other, expected.assignment, wanted, why)
+
+
+def collect_single(folder: Path, assignment: str, student: str = "submission") -> Submission:
+    """The one notebook to grade among everything one student handed in (Gradescope's
+    ``/autograder/submission``: a notebook, or a folder of files at any depth), picked by the
+    rule of the module docstring; its notes always name the notebook graded."""
+    cands, others = [], []
+    for top, dirs, files in os.walk(folder):
+        here = Path(top)
+        dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink())
+        for name in sorted(files):
+            path = here / name
+            rel = PurePosixPath(path.relative_to(folder).as_posix())
+            if _ignored(rel):
+                continue
+            if path.is_symlink() or not path.is_file():
+                others.append(f"{rel} (a symbolic link, not followed)")
+            elif path.suffix.lower() == ".ipynb":
+                st = path.stat()
+                cands.append(_Candidate(rel, path, st.st_size, st.st_mtime))
+            else:
+                others.append(str(rel))
+    listed = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10
+                                       else "")
+    if not cands:
+        return Submission(student, folder, str(folder), (),
+                          messages.no_notebook(listed or "nothing"))
+    chosen, notes = _pick(cands, assignment)
+    if not notes:
+        notes = [messages.graded_notebook(str(chosen.rel))]
+    if others:
+        notes.append(messages.not_notebooks(listed))
+    return Submission(student, chosen.path, f"{folder}/{chosen.rel}", tuple(notes))

@@ -220,6 +220,27 @@ def grading_section(lines: list[str]) -> None:
             lines.append("")
 
 
+def gradescope_section(lines: list[str]) -> None:
+    data = load("gradescope")
+    if not data:
+        return
+    lim = data.get("limits", {})
+    lines += ["### Gradescope packages within Gradescope's limits", "", machine_line(data),
+              f" Limits: {lim.get('memory_mb')} MB, {lim.get('cpus')} CPU ({lim.get('how', '')}).", "",
+              "| profile | assignment | package (MB) | run_autograder (s) | peak memory (MB) | "
+              "hit the memory limit | score | fits (time scaled to 0.5 CPU < 60 % of 600 s, limit never hit, full marks) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    from autograder.gradescope import fit_problem
+
+    for profile, runs in data.get("runs", {}).items():
+        for name, r in runs.items():
+            fits = fit_problem(name, profile, data) is None
+            lines.append(f"| {profile} | {name} | {fmt(r['package_mb'], 2)} | {fmt(r['seconds'])} | "
+                         f"{fmt(r['peak_mb'], 0)} | {fmt(r['hit_memory_limit'])} | "
+                         f"{fmt(r['score'], 0)}/{fmt(r['max_score'], 0)} | {fmt(fits)} |")
+    lines.append("")
+
+
 def site_section(lines: list[str]) -> None:
     data = load("site_check")
     if not data:
@@ -247,6 +268,7 @@ def main() -> None:
     profiles_section(lines)
     chapters_section(lines)
     grading_section(lines)
+    gradescope_section(lines)
     site_section(lines)
     ev = load("evaluation")
     if ev:

@@ -15,7 +15,6 @@ int64, scaled to [0, 1] or [-1, 1] as the caller asks.
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 from typing import Literal, get_args
@@ -25,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from dgm.config import check_choice
+from dgm.paths import data_root  # noqa: F401 - part of this module's interface
 
 DatasetName = Literal["fashion_mnist", "digits"]
 Split = Literal["train", "test"]
@@ -47,16 +47,6 @@ FASHION_FILES = {
 
 class DataError(RuntimeError):
     """A data set is missing, cannot be downloaded, or is corrupt. The message says what to do."""
-
-
-def data_root() -> Path:
-    """Where data sets live: ``$DGM_DATA`` (relative paths are taken from the current folder),
-    else ``$XDG_CACHE_HOME/dgm-course/data``, else ``~/.cache/dgm-course/data``."""
-    env = os.environ.get("DGM_DATA", "").strip()
-    if env:
-        return Path(env).expanduser().resolve()
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
-    return Path(cache) / "dgm-course" / "data"
 
 
 def check_idx_file(path: Path, magic: int) -> int:

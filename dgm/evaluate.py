@@ -37,6 +37,7 @@ from torch.utils.data import TensorDataset
 
 from dgm.config import check_choice, get_device, get_profile, select
 from dgm.data import DatasetName, load_dataset, make_loader, to_unit_range
+from dgm.paths import default_cache_dir  # noqa: F401 - part of this module's interface
 
 #: Bump when the classifier or its training changes: every cached classifier is then retrained.
 #: (2: always trained on the CPU; a version-1 file may hold weights trained on a GPU.)
@@ -96,12 +97,6 @@ class Classifier(nn.Module):
 
 
 # ----------------------------------------------------------------------------- training and cache
-
-def default_cache_dir() -> Path:
-    """``$DGM_CACHE`` if set, else ``~/.cache/dgm-course/models``."""
-    env = os.environ.get("DGM_CACHE", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dgm-course" / "models"
-
 
 def _data_fingerprint(data: TensorDataset) -> str:
     """A short hash of the training images and labels (as 8-bit pixels), so other data retrains."""

@@ -151,7 +151,8 @@ def test_grading_the_same_submissions_twice_gives_the_same_scores(graded, regrad
 
 
 def test_zip_export_is_graded_one_student_per_folder_or_file(regraded_zip):
-    students = sorted(p.name for p in regraded_zip.iterdir() if p.is_dir())
+    students = sorted(p.name for p in regraded_zip.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))  # .mathjax
     assert students == ["correct", "mistake_kl", "no_ids"]
 
 
@@ -170,7 +171,7 @@ def test_results_json_follows_gradescope_schema(graded):
 
 
 def test_feedback_never_contains_hidden_check_source(graded):
-    student_files = [p for p in graded.glob("*/*") if p.name != "executed.ipynb"]
+    student_files = [p for p in graded.glob("*/*") if p.name != "executed.ipynb" and p.is_file()]
     assert len(student_files) >= 3 * 9
     for path in student_files:
         text = path.read_text()
@@ -189,7 +190,7 @@ def test_gradebook_has_one_row_per_student_one_column_per_item_and_pending_writt
     with open(graded / "gradebook.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["student", "kl", "train", "alpha_bar", "explain", "auto_score",
-                             "written_pending", "total", "max_score"]
+                             "written_pending", "total", "max_score", "late"]
     assert len(rows) == len(list(STUDENTS.glob("*.ipynb"))) + 1  # + broken
     correct = next(r for r in rows if r["student"] == "correct")
     assert correct["explain"] == report.PENDING
@@ -200,7 +201,7 @@ def test_gradebook_has_one_row_per_student_one_column_per_item_and_pending_writt
 def test_written_answers_are_collected_into_the_feedback(graded):
     feedback = (graded / "correct" / "feedback.md").read_text()
     assert "Jensen's inequality bounds -KL" in feedback
-    assert "No answer found" in (graded / "fixme" / "feedback.md").read_text()
+    assert messages.NOT_ANSWERED in (graded / "fixme" / "feedback.md").read_text()
 
 
 # --- units ----------------------------------------------------------------------------------
@@ -339,3 +340,24 @@ def test_without_the_sandbox_grading_still_works_and_the_feedback_says_so(tmp_pa
                        "--insecure-no-sandbox"]) == 0
     assert _scores(out, "correct") == FULL
     assert "outside the grader's sandbox" in (out / "correct" / "feedback.md").read_text()
+
+
+def test_the_summary_shows_written_points_typed_in_after_a_regrade(graded, tmp_path, capsys):
+    """Once printed `pending` although the instructor had typed the points in."""
+    out = tmp_path / "out"
+    shutil.copytree(graded, out)
+    book = out / "gradebook.csv"
+    with open(book, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if row["student"] == "correct":
+            row["explain"] = "1.5"
+    with open(book, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    capsys.readouterr()
+    assert _grade([STUDENTS / "correct.ipynb"], out) == 0  # skipped: graded already
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.split()[:1] == ["correct"])
+    assert "1.5" in row.split() and "pending" not in row
