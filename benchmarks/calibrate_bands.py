@@ -36,12 +36,13 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from benchmarks.common import write
+from benchmarks.common import RESULTS, write
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Training cell id and the list it fills, per assignment.
 TRAIN = {"vae": ("vae-train", "vae_losses"), "ddpm": ("ddpm-train", "ddpm_losses"),
-         "flow": ("flow-train", "flow_losses"), "contrastive": ("con-train", "con_losses")}
+         "flow": ("flow-train", "flow_losses"), "contrastive": ("con-train", "con_losses"),
+         "flow_matching": ("fm-train", "fm_losses")}
 
 
 def band(values: list[float]) -> tuple[float, float]:
@@ -52,8 +53,10 @@ def band(values: list[float]) -> tuple[float, float]:
 
 
 #: Hidden checks that measure the trained weights, and the code that gives the tiny model's loss.
-WEIGHT_CHECKS = {"vae": ("vae-train-hidden", "vae-train-hidden-quality"), "ddpm": ("ddpm-train-hidden",)}
-TINY = {"vae": "(_tiny_loss(INITIAL), _tiny_loss(obs['tiny']))", "ddpm": "(1.0, tiny_loss(obs['tiny']))"}
+WEIGHT_CHECKS = {"vae": ("vae-train-hidden", "vae-train-hidden-quality"), "ddpm": ("ddpm-train-hidden",),
+                 "flow_matching": ("fm-train-hidden", "fm-train-hidden-quality")}
+TINY = {"vae": "(_tiny_loss(INITIAL), _tiny_loss(obs['tiny']))", "ddpm": "(1.0, tiny_loss(obs['tiny']))",
+        "flow_matching": "(tiny_loss({'b': torch.zeros(16)}), tiny_loss(obs['tiny']))"}
 
 
 def _check_cell(source: str, tiny: str) -> str:
@@ -169,6 +172,10 @@ def calibrate_checks(args) -> int:
                     summary[f"{check}:{key}"] = {"values": values, "band": band(values)}
             result["assignments"][name] = {"seeds": args.seeds, "measured": summary}
     suffix = "_untrained" if args.untrained else ""
+    previous = RESULTS / f"weight_bands_{args.profile}{suffix}.json"
+    if previous.exists():  # keep the other assignments' calibration
+        kept = json.loads(previous.read_text()).get("assignments", {})
+        result["assignments"] = {**kept, **result["assignments"]}
     print("wrote", write(f"weight_bands_{args.profile}{suffix}", result))
     return 0
 

@@ -17,7 +17,8 @@ training; grader overhead under 10 s.
 ``--source``/``--students`` time another assignment, e.g. the tests' fixture:
 ``--source tests/fixtures/grading/source --students tests/fixtures/grading/students
 --assignments toy``. Writes ``benchmarks/results/grading_<profiles>.json`` (with the
-assignment names in front when ``--source`` is not solutions/).
+assignment names in front when ``--source`` is not solutions/); the assignments not graded this
+time keep their earlier rows.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from autograder import grade
 from autograder.release import render
-from benchmarks.common import write
+from benchmarks.common import RESULTS, write
 from benchmarks.mutations import reference_submission
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +126,11 @@ def main() -> None:
     results["load_average_at_end"] = os.getloadavg()
     tag = "" if args.source.resolve() == (ROOT / "solutions").resolve() else (
         "_".join(args.assignments) + "_")
+    previous = RESULTS / f"grading_{tag}{'_'.join(args.profiles)}.json"
+    if previous.exists():  # keep the assignments not graded this time
+        for profile, kept in json.loads(previous.read_text()).get("profiles", {}).items():
+            if profile in results["profiles"]:
+                results["profiles"][profile] = {**kept, **results["profiles"][profile]}
     path = write("grading_" + tag + "_".join(args.profiles), results)
     print(path)
 

@@ -9,7 +9,8 @@ code: ``reference`` as it is, and one submission per entry of :data:`MUTANTS` wi
 one graded cell changed the way students get it wrong. It grades them all with
 ``python -m autograder grade`` and checks that the reference earns every auto-graded point and
 that each mutant loses points on its own item and on no other. Writes
-``benchmarks/results/mutations_<profile>.json`` and exits 1 when any expectation fails.
+``benchmarks/results/mutations_<profile>.json`` (a run of some assignments replaces their rows and keeps
+the others') and exits 1 when any expectation fails.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import nbformat
 from autograder import grade
 from autograder.notebook_format import read_notebook
 from autograder.release import ASSIGNMENTS, make_student, render
-from benchmarks.common import write
+from benchmarks.common import RESULTS, write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,6 +121,34 @@ MUTANTS: dict[str, Mutant] = {
         "contrastive", "con-probe", "con-probe",
         "accuracy = (probe(b).argmax(1) == y_test)", "accuracy = (probe(a).argmax(1) == y_train)",
         "probe scored on its own training set"),
+    "fm-path-time-reversed": Mutant(
+        "flow_matching", "fm-path", "fm-path", "xt = (1 - t) * x0 + t * x1", "xt = t * x0 + (1 - t) * x1",
+        "path runs from data (t = 0) to noise, the sampler's time reversed"),
+    "fm-velocity-sign": Mutant(
+        "flow_matching", "fm-path", "fm-path", "v = x1 - x0", "v = x0 - x1", "velocity of the wrong sign"),
+    "fm-loss-t-grid": Mutant(
+        "flow_matching", "fm-loss", "fm-loss", "t = torch.rand(B, device=x1.device)",
+        "t = torch.randint(0, 10, (B,), device=x1.device) / 10",
+        "t drawn from a grid that never reaches t = 1"),
+    "fm-loss-sum": Mutant(
+        "flow_matching", "fm-loss", "fm-loss", "loss = F.mse_loss(model(xt, t), path_velocity(x0, x1))",
+        "loss = ((model(xt, t) - path_velocity(x0, x1)) ** 2).sum()", "squared error summed, not averaged"),
+    "fm-euler-velocity-at-end": Mutant(
+        "flow_matching", "fm-euler", "fm-euler",
+        "t = torch.full((x.shape[0],), k * h, dtype=x.dtype, device=x.device)\n        x = x + h * model(x, t)",
+        "t = torch.full((x.shape[0],), (k + 1) * h, dtype=x.dtype, device=x.device)\n        x = x + h * model(x, t)",
+        "Euler step with the velocity at the step's end time"),
+    "fm-euler-time-reversed": Mutant(
+        "flow_matching", "fm-euler", "fm-euler",
+        "t = torch.full((x.shape[0],), k * h, dtype=x.dtype, device=x.device)\n        x = x + h * model(x, t)",
+        "t = torch.full((x.shape[0],), 1 - k * h, dtype=x.dtype, device=x.device)\n        x = x - h * model(x, t)",
+        "sampler integrates from t = 1 down to 0 (DDPM's direction)"),
+    "fm-heun-corrector-at-start": Mutant(
+        "flow_matching", "fm-heun", "fm-heun", "x = x + 0.5 * h * (v + model(x_pred, t + h))",
+        "x = x + 0.5 * h * (v + model(x_pred, t))", "Heun's corrector evaluated at the step's start time"),
+    "fm-plot-unsorted": Mutant(
+        "flow_matching", "fm-plot", "fm-plot", "keys = sorted(samples)", "keys = list(samples)",
+        "panels in the dict's order, not by number of steps"),
 }
 
 
@@ -203,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-record", action="store_true", help="do not write the results file")
     args = p.parse_args(argv)
     result = run(args.profile, args.assignments, args.only, args.jobs, args.keep)
-    if not args.no_record and not args.only and set(args.assignments) == set(ASSIGNMENTS):
+    if not args.no_record and not args.only and set(args.assignments) <= set(ASSIGNMENTS):
+        previous = RESULTS / f"mutations_{args.profile}.json"
+        if previous.exists() and set(args.assignments) != set(ASSIGNMENTS):  # keep the others' rows
+            kept = json.loads(previous.read_text())
+            result["rows"] = [r for r in kept.get("rows", []) if r.get("assignment") not in args.assignments
+                              ] + result["rows"]
+            result["failures"] = [f for f in kept.get("failures", [])
+                                  if f.split("/")[0] not in args.assignments] + result["failures"]
         print("wrote", write(f"mutations_{args.profile}", result))
     for line in result["failures"]:
         print("FAILED:", line, file=sys.stderr)

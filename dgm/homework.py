@@ -24,6 +24,13 @@ Flow and contrastive (solutions/flow.ipynb, solutions/contrastive.ipynb):
 ``load_weights``         load a state dict sent by a kernel, with a clear message when it does
                          not fit.
 
+Flow matching (solutions/flow_matching.ipynb):
+
+``VelocityMLP``          the homework's velocity field v_theta(x_t, t): an MLP on the flattened
+                         image and Fourier features of t.
+``measure_velocity``     held-out conditional flow-matching loss and Euler samples, computed
+                         with dgm.flow_matching from the sent weights.
+
 The parameter names and shapes equal the notebooks' classes (checked by the reference solutions'
 hidden checks, which load their own trained weights here).
 """
@@ -387,3 +394,74 @@ def mlp_forward(layers: Sequence[tuple[Tensor, Tensor]], x: Tensor) -> Tensor:
         if k < len(layers) - 1:
             x = F.relu(x)
     return x
+
+
+# --- flow matching ----------------------------------------------------------------------------
+
+#: The flow-matching homework's hidden width per profile (its Settings cell).
+FM_HIDDEN = {"smoke": 256, "cpu": 512, "full": 1024}
+FM_FREQUENCIES = 8  # Fourier features sin(pi k t), cos(pi k t), k = 1..8, next to t itself
+
+
+def time_features(t: Tensor, n: int = FM_FREQUENCIES) -> Tensor:
+    """(B,) times in [0, 1] -> (B, 2 n + 1) features [t, sin(pi k t), cos(pi k t)], k = 1..n."""
+    t = t.reshape(-1, 1).float()
+    k = torch.arange(1, n + 1, device=t.device, dtype=t.dtype) * math.pi
+    return torch.cat([t, torch.sin(k * t), torch.cos(k * t)], dim=1)
+
+
+class VelocityMLP(nn.Module):
+    """The flow-matching homework's velocity field v_theta(x_t, t) on 28 x 28 images.
+
+    ``x`` (B, 1, 28, 28) and ``t`` (B,) floats in [0, 1] (t = 0 noise, t = 1 data, as in
+    :mod:`dgm.flow_matching`); returns (B, 1, 28, 28). The flattened image and the time features
+    go through three linear layers with SiLU between them.
+    """
+
+    def __init__(self, hidden: int, d: int = 28 * 28):
+        super().__init__()
+        if hidden <= 0:
+            raise ValueError(f"VelocityMLP needs a positive hidden width, got {hidden}")
+        self.net = nn.Sequential(nn.Linear(d + 2 * FM_FREQUENCIES + 1, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, d))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        h = torch.cat([x.flatten(1), time_features(t).to(x.dtype)], dim=1)
+        return self.net(h).view_as(x)
+
+
+def load_velocity_model(state, profile: str) -> VelocityMLP:
+    """A :class:`VelocityMLP` of the profile's width holding ``state`` (a state_dict)."""
+    return load_weights(VelocityMLP(FM_HIDDEN[profile]), state, "the velocity model").eval()
+
+
+@torch.no_grad()
+def fm_heldout_loss(model: nn.Module, images: Tensor, seed: int = 2024, repeats: int = 2) -> float:
+    """The conditional flow-matching loss (dgm.flow_matching.cfm_loss) of ``model`` on
+    ``images`` (N, 1, 28, 28) in [-1, 1], each taken ``repeats`` times, with t and x_0 drawn
+    from a generator seeded with ``seed``."""
+    from dgm.flow_matching import cfm_loss
+
+    x1 = images.float().repeat(repeats, 1, 1, 1)
+    return cfm_loss(model, x1, generator=torch.Generator().manual_seed(seed)).item()
+
+
+@torch.no_grad()
+def fm_samples(model: nn.Module, n: int, steps: int = 50, seed: int = 2024) -> Tensor:
+    """``n`` images (n, 1, 28, 28) in [-1, 1]: Euler with ``steps`` steps (dgm.flow_matching)."""
+    from dgm.flow_matching import sample
+
+    x = sample(model, (n, 1, 28, 28), steps, "euler", generator=torch.Generator().manual_seed(seed))
+    return x.float().clamp(-1, 1)
+
+
+def measure_velocity(state, profile: str, n_samples: int = 200, steps: int = 50) -> dict:
+    """What the flow-matching training verdicts judge, computed here from the sent weights: the
+    held-out CFM loss on the test images and ``n_samples`` Euler samples."""
+    from dgm.data import load_dataset
+
+    model = load_velocity_model(state, profile)
+    test = load_dataset("fashion_mnist", split="test", scale="pm1", subset=N_HELD_OUT, seed=0)
+    return {"heldout_loss": fm_heldout_loss(model, test.tensors[0]),
+            "samples": fm_samples(model, n_samples, steps)}
