@@ -35,7 +35,7 @@ from autograder.notebook_format import (
     validate,
 )
 
-ASSIGNMENTS: tuple[str, ...] = ("vae", "ddpm", "flow", "contrastive")
+ASSIGNMENTS: tuple[str, ...] = ("vae", "ddpm", "flow", "contrastive", "transformer")
 ROOT = Path(__file__).resolve().parent.parent
 NOTE_ID = "generated-note"
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
