@@ -40,12 +40,12 @@ TRAIN = {"flow": ("flow-train", "flow", "Flow(make_masks(cfg.n_layers), cfg.hidd
          "contrastive": ("con-train", "encoder", "Encoder(cfg.width, cfg.feature_dim, cfg.proj_dim)"),
          "transformer": ("ar-train", "transformer", "PixelTransformer(cfg.d_model, cfg.n_heads, cfg.n_layers)")}
 MEASURES = {"flow": ("test_bpd",), "contrastive": ("probe_accuracy", "held_out_nt_xent"),
-            "transformer": ("test_bpd", "fd", "coverage", "copies")}
+            "transformer": ("test_bpd", "fd", "coverage", "level_tv", "copies")}
 
 
 def measure_transformer_all(state, profile: str) -> dict:
     """Both transformer verdicts' numbers: held-out bits per dimension, and the scores of the 64
-    samples the grader draws (FD_clf, class coverage, share of near-copies)."""
+    samples the grader draws (FD_clf, class coverage, grey-level histogram distance, share of near-copies)."""
     from dgm.homework import measure_transformer, transformer_sample_scores
 
     got = measure_transformer(state, profile, n_samples=64)

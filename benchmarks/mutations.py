@@ -115,6 +115,44 @@ MUTANTS: dict[str, Mutant] = {
         "contrastive", "con-probe", "con-probe",
         "accuracy = (probe(b).argmax(1) == y_test)", "accuracy = (probe(a).argmax(1) == y_train)",
         "probe scored on its own training set"),
+    "ar-mask-future": Mutant(
+        "transformer", "ar-mask", "ar-mask", "dtype=torch.bool, device=device).tril()",
+        "dtype=torch.bool, device=device).triu()", "causal mask transposed: every position sees the future"),
+    "ar-mask-next": Mutant(
+        "transformer", "ar-mask", "ar-mask", "dtype=torch.bool, device=device).tril()",
+        "dtype=torch.bool, device=device).tril(diagonal=1)", "causal mask one off: a position sees the next token"),
+    "ar-loss-no-shift": Mutant(
+        "transformer", "ar-loss", "ar-loss", "logits = model(inputs)", "logits = model(tokens)",
+        "input not shifted behind BOS: each position sees the pixel it predicts"),
+    "ar-attention-softmax-axis": Mutant(
+        "transformer", "ar-attention", "ar-attention", "weights = scores.softmax(dim=-1)",
+        "weights = scores.softmax(dim=-2)", "softmax over the queries instead of the keys"),
+    "ar-attention-scale-dk": Mutant(
+        "transformer", "ar-attention", "ar-attention", "/ math.sqrt(q.shape[-1])", "/ q.shape[-1]",
+        "scores divided by d_k instead of sqrt(d_k)"),
+    "ar-mha-heads-strided": Mutant(
+        "transformer", "ar-mha", "ar-mha", "out = x.view(b, length, n_heads, d_model // n_heads).transpose(1, 2)",
+        "out = x.view(b, length, d_model // n_heads, n_heads).permute(0, 3, 1, 2)",
+        "heads split along the wrong dimension (every n_heads-th feature)"),
+    "ar-mha-view-no-transpose": Mutant(
+        "transformer", "ar-mha", "ar-mha", "out = x.view(b, length, n_heads, d_model // n_heads).transpose(1, 2)",
+        "out = x.reshape(b, n_heads, length, d_model // n_heads)", "heads made by a reshape that mixes positions"),
+    "ar-pe-sin-cos-swapped": Mutant(
+        "transformer", "ar-pe", "ar-pe", "pe[:, 0::2] = torch.sin(pos * omega)\n    pe[:, 1::2] = torch.cos(pos * omega)",
+        "pe[:, 0::2] = torch.cos(pos * omega)\n    pe[:, 1::2] = torch.sin(pos * omega)",
+        "sin and cos swapped"),
+    "ar-pe-wrong-exponent": Mutant(
+        "transformer", "ar-pe", "ar-pe", "base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)",
+        "base ** (-torch.arange(0, d_model // 2, dtype=torch.float64) / d_model)",
+        "exponent i / d_model instead of 2i / d_model"),
+    "ar-block-post-norm": Mutant(
+        "transformer", "ar-block", "ar-block",
+        "x = x + self.attn(self.norm1(x), mask)\n        y = x + self.mlp(self.norm2(x))",
+        "x = self.norm1(x + self.attn(x, mask))\n        y = self.norm2(x + self.mlp(x))",
+        "post-norm block where the homework fixes pre-norm"),
+    "ar-sample-no-temperature": Mutant(
+        "transformer", "ar-sample", "ar-sample", "probs = F.softmax(logits / temperature, dim=-1)",
+        "probs = F.softmax(logits, dim=-1)", "sampling temperature ignored"),
 }
 
 

@@ -32,7 +32,10 @@ Transformer (solutions/transformer.ipynb):
 ``PixelTransformer``     the homework's decoder-only transformer over pixel tokens (pre-norm GELU
                          blocks of dgm.sequence, sinusoidal positions, causal mask).
 ``transformer_test_bpd``,
-``transformer_samples``  held-out bits per dimension on the 16-level scale, and samples.
+``transformer_samples``  held-out bits per dimension on the 16-level scale, and samples (drawn with
+                         cached keys and values, ``next_logits``).
+``transformer_sample_scores``  FD_clf, coverage, grey-level histogram distance and near-copies of
+                         samples at that scale.
 
 The parameter names and shapes equal the notebooks' classes (checked by the reference solutions'
 hidden checks, which load their own trained weights here).
@@ -418,19 +421,27 @@ def measure_transformer(state, profile: str, n_samples: int = 0) -> dict:
     return out
 
 
+def level_histogram(tokens: Tensor) -> Tensor:
+    """Share of each of the 16 grey levels among ``tokens`` (any shape, values 0..15)."""
+    return torch.bincount(tokens.flatten(), minlength=LEVELS).double() / tokens.numel()
+
+
 def transformer_sample_scores(samples: Tensor) -> dict:
-    """FD_clf and class coverage of ``samples`` (n, 1, 28, 28) in [0, 1] (the course's harness with the
-    smoke-profile classifier), and their share of near-copies of the training images, all taken at
-    the homework's scale (14 x 14, 16 levels, blown up to 28 x 28)."""
+    """Scores of ``samples`` (n, 1, 28, 28) in [0, 1] at the homework's scale (14 x 14, 16 levels,
+    blown up to 28 x 28): ``fd`` and ``coverage`` (the course's harness with the smoke-profile
+    classifier), ``copies`` (share of near-copies of the training images) and ``level_tv``, the total
+    variation distance between the samples' grey-level histogram and the held-out images' (0: same
+    shares of every level; a model that never learnt the mostly black background scores about 0.45)."""
     from dgm.data import load_dataset
     from dgm.evaluate import evaluate_samples
     from dgm.memorisation import copy_share
 
     scores = evaluate_samples(samples, profile="smoke", scale="01")
-    at_scale = [token_images(image_tokens(load_dataset("fashion_mnist", split=split, scale="01").tensors[0]))
-                for split in ("train", "test")]
-    return {"fd": scores["fd"], "coverage": scores["coverage"],
-            "copies": copy_share(samples, *at_scale)}
+    train, test = (image_tokens(load_dataset("fashion_mnist", split=split, scale="01").tensors[0])
+                   for split in ("train", "test"))
+    tv = 0.5 * (level_histogram(image_tokens(samples)) - level_histogram(test)).abs().sum().item()
+    return {"fd": scores["fd"], "coverage": scores["coverage"], "level_tv": tv,
+            "copies": copy_share(samples, token_images(train), token_images(test))}
 
 
 # --- DDPM and VAE ---------------------------------------------------------------------------
