@@ -9,7 +9,8 @@ code: ``reference`` as it is, and one submission per entry of :data:`MUTANTS` wi
 one graded cell changed the way students get it wrong. It grades them all with
 ``python -m autograder grade`` and checks that the reference earns every auto-graded point and
 that each mutant loses points on its own item and on no other. Writes
-``benchmarks/results/mutations_<profile>.json`` and exits 1 when any expectation fails.
+``benchmarks/results/mutations_<profile>.json`` (a run of some assignments replaces only their rows)
+and exits 1 when any expectation fails.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import nbformat
 from autograder import grade
 from autograder.notebook_format import read_notebook
 from autograder.release import ASSIGNMENTS, make_student, render
-from benchmarks.common import write
+from benchmarks.common import previous, stamped, write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -238,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.profile, args.assignments, args.only, args.jobs, args.keep)
     if not args.no_record and not args.only and set(args.assignments) == set(ASSIGNMENTS):
         print("wrote", write(f"mutations_{args.profile}", result))
+    elif not args.no_record and not args.only and (old := previous(f"mutations_{args.profile}")):
+        # a run of some assignments: its rows (stamped with their date) replace theirs, the others stay
+        done = set(args.assignments)
+        rows = [r for r in old["rows"] if r["assignment"] not in done]
+        rows += [stamped(r) for r in result["rows"]]
+        failures = [f for f in old["failures"] if f.split("/")[0] not in done] + result["failures"]
+        print("merged into", write(f"mutations_{args.profile}", {
+            "profile": args.profile, "rows": rows, "failures": failures,
+            "partial_run": list(args.assignments)}))
     for line in result["failures"]:
         print("FAILED:", line, file=sys.stderr)
     return 1 if result["failures"] else 0

@@ -6,7 +6,8 @@ Runs ``pytest --nbval-lax solutions/<name>.ipynb`` (every cell, hidden checks in
 tests/test_solutions.py does in smoke) and records the wall time and whether every cell
 passed. Targets (issue "Homework"): under 2 minutes
 per notebook in smoke and under 15 minutes in cpu on 2 cores, under 15 minutes in full on one
-GPU. Writes ``benchmarks/results/solutions_<profile>.json``.
+GPU. Writes ``benchmarks/results/solutions_<profile>.json``; a run of some assignments only
+replaces their rows in it (stamped with the date and load of that run) and keeps the others.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from autograder.release import ASSIGNMENTS
-from benchmarks.common import write
+from benchmarks.common import previous, stamped, write
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = {"smoke": 120, "cpu": 900, "full": 900}
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     if set(args.assignments) == set(ASSIGNMENTS):
         print("wrote", write(f"solutions_{args.profile}", {"profile": args.profile, "runs": rows}))
+    elif (old := previous(f"solutions_{args.profile}")) is not None:
+        # a partial run: its rows (stamped with their date) replace those of the same assignments
+        new = {r["assignment"]: stamped(r) for r in rows}
+        runs = [new.pop(r["assignment"], r) for r in old["runs"]] + list(new.values())
+        print("merged into", write(f"solutions_{args.profile}", {
+            "profile": args.profile, "runs": runs, "partial_run": list(args.assignments)}))
     return 0 if all(r["passed"] for r in rows) else 1
 
 
