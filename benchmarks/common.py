@@ -55,3 +55,8 @@ def previous(name: str) -> dict | None:
 def stamped(row: dict) -> dict:
     """``row`` with the date and load of this run, for rows merged into a file measured earlier."""
     return {**row, "measured": machine()["date"], "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def dated(row: dict, payload: dict) -> dict:
+    """A row kept from an earlier file, with that file's date unless it already carries its own."""
+    return row if "measured" in row else {**row, "measured": payload.get("machine", {}).get("date", "?")}

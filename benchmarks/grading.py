@@ -35,7 +35,7 @@ from pathlib import Path
 
 from autograder import grade
 from autograder.release import render
-from benchmarks.common import previous, stamped, write
+from benchmarks.common import dated, previous, stamped, write
 from benchmarks.mutations import reference_submission
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +130,8 @@ def main() -> None:
     tag = "" if args.source.resolve() == (ROOT / "solutions").resolve() else (
         "_".join(args.assignments) + "_")
     if args.merge_into and (old := previous(args.merge_into)) is not None:
+        for entries in old["profiles"].values():
+            entries.update({n: dated(e, old) for n, e in entries.items() if isinstance(e, dict)})
         for profile, entries in results["profiles"].items():
             old["profiles"].setdefault(profile, {}).update(
                 {name: stamped(e) if isinstance(e, dict) else e for name, e in entries.items()})

@@ -31,7 +31,7 @@ import nbformat
 from autograder import grade
 from autograder.notebook_format import read_notebook
 from autograder.release import ASSIGNMENTS, make_student, render
-from benchmarks.common import previous, stamped, write
+from benchmarks.common import dated, previous, stamped, write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_record and not args.only and (old := previous(f"mutations_{args.profile}")):
         # a run of some assignments: its rows (stamped with their date) replace theirs, the others stay
         done = set(args.assignments)
-        rows = [r for r in old["rows"] if r["assignment"] not in done]
+        rows = [dated(r, old) for r in old["rows"] if r["assignment"] not in done]
         rows += [stamped(r) for r in result["rows"]]
         failures = [f for f in old["failures"] if f.split("/")[0] not in done] + result["failures"]
         print("merged into", write(f"mutations_{args.profile}", {

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from autograder.release import ASSIGNMENTS
-from benchmarks.common import previous, stamped, write
+from benchmarks.common import dated, previous, stamped, write
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = {"smoke": 120, "cpu": 900, "full": 900}
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     elif (old := previous(f"solutions_{args.profile}")) is not None:
         # a partial run: its rows (stamped with their date) replace those of the same assignments
         new = {r["assignment"]: stamped(r) for r in rows}
-        runs = [new.pop(r["assignment"], r) for r in old["runs"]] + list(new.values())
+        runs = [new.pop(r["assignment"], dated(r, old)) for r in old["runs"]] + list(new.values())
         print("merged into", write(f"solutions_{args.profile}", {
             "profile": args.profile, "runs": runs, "partial_run": list(args.assignments)}))
     return 0 if all(r["passed"] for r in rows) else 1
