@@ -16,6 +16,7 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
+from autograder.release import ASSIGNMENTS
 from conftest import build_smoke_book
 from dgm.build import ROOT
 
@@ -153,7 +154,7 @@ def test_homework_page_states_each_assignments_points_as_the_solutions_do(first_
 
     page = (first_build.html_dir / "book" / "homework.html").read_text(encoding="utf-8")
     text = BeautifulSoup(page, "html.parser").get_text(" ")
-    for name in ("vae", "ddpm", "flow", "contrastive"):
+    for name in ASSIGNMENTS:
         points = total_points(validate(read_notebook(ROOT / "solutions" / f"{name}.ipynb"), name))
         assert f"{name} {points}" in text, name
 
@@ -162,7 +163,7 @@ def test_homework_page_links_each_notebook_for_download_colab_and_binder(first_b
     page = first_build.html_dir / "book" / "homework.html"
     hrefs = [a["href"] for a in BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
              .find_all("a", href=True)]
-    for name in ("vae", "ddpm", "flow", "contrastive"):
+    for name in ASSIGNMENTS:
         download = [h for h in hrefs if h.endswith(f"/{name}.ipynb") and "_downloads" in h]
         assert download and (page.parent / download[0]).resolve().is_file(), name
         nb = json.loads((page.parent / download[0]).resolve().read_text())
