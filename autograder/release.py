@@ -35,7 +35,8 @@ from autograder.notebook_format import (
     validate,
 )
 
-ASSIGNMENTS: tuple[str, ...] = ("vae", "ddpm", "flow", "contrastive", "flow_matching")
+ASSIGNMENTS: tuple[str, ...] = ("vae", "ddpm", "flow", "contrastive", "transformer",
+                               "flow_matching")
 ROOT = Path(__file__).resolve().parent.parent
 NOTE_ID = "generated-note"
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"

@@ -1,11 +1,14 @@
 """Calibrate the bands of the flow and contrastive training checks that measure trained weights.
 
     python -m benchmarks.calibrate_measured --profile smoke --assignments flow contrastive --seeds 0 1 2 3 4
+    python -m benchmarks.calibrate_measured --profile cpu --assignments transformer --seeds 0 1 2
 
 The training items of these homework are judged on weights, not on the losses a kernel reports:
 the hidden check sends the trained ``state_dict`` and the grader loads it into the instructor's
 class (``dgm.homework``) and measures it itself (``measure_flow``: test bits per dimension;
-``measure_encoder``: linear-probe accuracy and held-out NT-Xent). For each seed this runs
+``measure_encoder``: linear-probe accuracy and held-out NT-Xent; ``measure_transformer`` and
+``transformer_sample_scores``: held-out bits per dimension at 14 x 14 and 16 levels, and FD_clf,
+class coverage and near-copies of 64 samples the grader draws). For each seed this runs
 ``solutions/<name>.ipynb`` up to its training cell (hidden checks left out, the ``seed`` field of
 ``Settings`` replaced, as ``benchmarks.calibrate_bands`` does), saves the trained weights and the
 untrained ones of the same seed, and measures both the way the verdict does. The band is
@@ -34,8 +37,19 @@ from benchmarks.common import RESULTS, write
 ROOT = Path(__file__).resolve().parent.parent
 #: training cell id, the trained model's name and how the notebook builds an untrained one.
 TRAIN = {"flow": ("flow-train", "flow", "Flow(make_masks(cfg.n_layers), cfg.hidden, cfg.alpha)"),
-         "contrastive": ("con-train", "encoder", "Encoder(cfg.width, cfg.feature_dim, cfg.proj_dim)")}
-MEASURES = {"flow": ("test_bpd",), "contrastive": ("probe_accuracy", "held_out_nt_xent")}
+         "contrastive": ("con-train", "encoder", "Encoder(cfg.width, cfg.feature_dim, cfg.proj_dim)"),
+         "transformer": ("ar-train", "transformer", "PixelTransformer(cfg.d_model, cfg.n_heads, cfg.n_layers)")}
+MEASURES = {"flow": ("test_bpd",), "contrastive": ("probe_accuracy", "held_out_nt_xent"),
+            "transformer": ("test_bpd", "fd", "coverage", "level_tv", "copies")}
+
+
+def measure_transformer_all(state, profile: str) -> dict:
+    """Both transformer verdicts' numbers: held-out bits per dimension, and the scores of the 64
+    samples the grader draws (FD_clf, class coverage, grey-level histogram distance, share of near-copies)."""
+    from dgm.homework import measure_transformer, transformer_sample_scores
+
+    got = measure_transformer(state, profile, n_samples=64)
+    return {"test_bpd": got["test_bpd"], **transformer_sample_scores(got["samples"])}
 
 
 def train_weights(name: str, seed: int, profile: str, workdir: Path) -> float:
@@ -66,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("DGM_PROGRESS", "0")
     torch.set_num_threads(1)  # as in a verdict
-    measure = {"flow": measure_flow, "contrastive": measure_encoder}
+    measure = {"flow": measure_flow, "contrastive": measure_encoder,
+               "transformer": measure_transformer_all}
     result = {"profile": args.profile, "rule": "[min, max] widened by max(3 sd, 5 % of the mean)",
               "assignments": {}}
     for name in args.assignments:

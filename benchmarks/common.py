@@ -44,3 +44,19 @@ def write(name: str, payload: dict) -> Path:
     tmp.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def previous(name: str) -> dict | None:
+    """The payload of ``benchmarks/results/<name>.json``, or None when there is none."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def stamped(row: dict) -> dict:
+    """``row`` with the date and load of this run, for rows merged into a file measured earlier."""
+    return {**row, "measured": machine()["date"], "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def dated(row: dict, payload: dict) -> dict:
+    """A row kept from an earlier file, with that file's date unless it already carries its own."""
+    return row if "measured" in row else {**row, "measured": payload.get("machine", {}).get("date", "?")}

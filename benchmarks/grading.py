@@ -17,8 +17,8 @@ training; grader overhead under 10 s.
 ``--source``/``--students`` time another assignment, e.g. the tests' fixture:
 ``--source tests/fixtures/grading/source --students tests/fixtures/grading/students
 --assignments toy``. Writes ``benchmarks/results/grading_<profiles>.json`` (with the
-assignment names in front when ``--source`` is not solutions/); the assignments not graded this
-time keep their earlier rows.
+assignment names in front when ``--source`` is not solutions/); ``--merge-into grading_smoke_cpu``
+adds the entries of the assignments timed to that file instead, keeping the others.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from autograder import grade
 from autograder.release import render
-from benchmarks.common import RESULTS, write
+from benchmarks.common import dated, previous, stamped, write
 from benchmarks.mutations import reference_submission
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--batch-profiles", nargs="+", default=["smoke"],
                         help="profiles in which the batch is graded (default: smoke)")
     parser.add_argument("--cores", type=int, default=2, help="pin to this many cores (0: all)")
+    parser.add_argument("--merge-into", metavar="NAME",
+                        help="merge the entries into benchmarks/results/NAME.json (e.g. grading_smoke_cpu), "
+                             "keeping its other assignments")
     parser.add_argument("--source", type=Path, default=ROOT / "solutions")
     parser.add_argument("--students", type=Path, default=None,
                         help="folder of student notebooks (default: notebooks/<name>.ipynb)")
@@ -126,12 +129,15 @@ def main() -> None:
     results["load_average_at_end"] = os.getloadavg()
     tag = "" if args.source.resolve() == (ROOT / "solutions").resolve() else (
         "_".join(args.assignments) + "_")
-    previous = RESULTS / f"grading_{tag}{'_'.join(args.profiles)}.json"
-    if previous.exists():  # keep the assignments not graded this time
-        for profile, kept in json.loads(previous.read_text()).get("profiles", {}).items():
-            if profile in results["profiles"]:
-                results["profiles"][profile] = {**kept, **results["profiles"][profile]}
-    path = write("grading_" + tag + "_".join(args.profiles), results)
+    if args.merge_into and (old := previous(args.merge_into)) is not None:
+        for entries in old["profiles"].values():
+            entries.update({n: dated(e, old) for n, e in entries.items() if isinstance(e, dict)})
+        for profile, entries in results["profiles"].items():
+            old["profiles"].setdefault(profile, {}).update(
+                {name: stamped(e) if isinstance(e, dict) else e for name, e in entries.items()})
+        results = {"profiles": old["profiles"], "load_average_at_end": results["load_average_at_end"],
+                   "partial_run": list(args.assignments)}
+    path = write(args.merge_into or ("grading_" + tag + "_".join(args.profiles)), results)
     print(path)
 
 

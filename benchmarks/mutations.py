@@ -9,8 +9,8 @@ code: ``reference`` as it is, and one submission per entry of :data:`MUTANTS` wi
 one graded cell changed the way students get it wrong. It grades them all with
 ``python -m autograder grade`` and checks that the reference earns every auto-graded point and
 that each mutant loses points on its own item and on no other. Writes
-``benchmarks/results/mutations_<profile>.json`` (a run of some assignments replaces their rows and keeps
-the others') and exits 1 when any expectation fails.
+``benchmarks/results/mutations_<profile>.json`` (a run of some assignments replaces only their rows)
+and exits 1 when any expectation fails.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import nbformat
 from autograder import grade
 from autograder.notebook_format import read_notebook
 from autograder.release import ASSIGNMENTS, make_student, render
-from benchmarks.common import RESULTS, write
+from benchmarks.common import dated, previous, stamped, write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,6 +149,44 @@ MUTANTS: dict[str, Mutant] = {
     "fm-plot-unsorted": Mutant(
         "flow_matching", "fm-plot", "fm-plot", "keys = sorted(samples)", "keys = list(samples)",
         "panels in the dict's order, not by number of steps"),
+    "ar-mask-future": Mutant(
+        "transformer", "ar-mask", "ar-mask", "dtype=torch.bool, device=device).tril()",
+        "dtype=torch.bool, device=device).triu()", "causal mask transposed: every position sees the future"),
+    "ar-mask-next": Mutant(
+        "transformer", "ar-mask", "ar-mask", "dtype=torch.bool, device=device).tril()",
+        "dtype=torch.bool, device=device).tril(diagonal=1)", "causal mask one off: a position sees the next token"),
+    "ar-loss-no-shift": Mutant(
+        "transformer", "ar-loss", "ar-loss", "logits = model(inputs)", "logits = model(tokens)",
+        "input not shifted behind BOS: each position sees the pixel it predicts"),
+    "ar-attention-softmax-axis": Mutant(
+        "transformer", "ar-attention", "ar-attention", "weights = scores.softmax(dim=-1)",
+        "weights = scores.softmax(dim=-2)", "softmax over the queries instead of the keys"),
+    "ar-attention-scale-dk": Mutant(
+        "transformer", "ar-attention", "ar-attention", "/ math.sqrt(q.shape[-1])", "/ q.shape[-1]",
+        "scores divided by d_k instead of sqrt(d_k)"),
+    "ar-mha-heads-strided": Mutant(
+        "transformer", "ar-mha", "ar-mha", "out = x.view(b, length, n_heads, d_model // n_heads).transpose(1, 2)",
+        "out = x.view(b, length, d_model // n_heads, n_heads).permute(0, 3, 1, 2)",
+        "heads split along the wrong dimension (every n_heads-th feature)"),
+    "ar-mha-view-no-transpose": Mutant(
+        "transformer", "ar-mha", "ar-mha", "out = x.view(b, length, n_heads, d_model // n_heads).transpose(1, 2)",
+        "out = x.reshape(b, n_heads, length, d_model // n_heads)", "heads made by a reshape that mixes positions"),
+    "ar-pe-sin-cos-swapped": Mutant(
+        "transformer", "ar-pe", "ar-pe", "pe[:, 0::2] = torch.sin(pos * omega)\n    pe[:, 1::2] = torch.cos(pos * omega)",
+        "pe[:, 0::2] = torch.cos(pos * omega)\n    pe[:, 1::2] = torch.sin(pos * omega)",
+        "sin and cos swapped"),
+    "ar-pe-wrong-exponent": Mutant(
+        "transformer", "ar-pe", "ar-pe", "base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)",
+        "base ** (-torch.arange(0, d_model // 2, dtype=torch.float64) / d_model)",
+        "exponent i / d_model instead of 2i / d_model"),
+    "ar-block-post-norm": Mutant(
+        "transformer", "ar-block", "ar-block",
+        "x = x + self.attn(self.norm1(x), mask)\n        y = x + self.mlp(self.norm2(x))",
+        "x = self.norm1(x + self.attn(x, mask))\n        y = self.norm2(x + self.mlp(x))",
+        "post-norm block where the homework fixes pre-norm"),
+    "ar-sample-no-temperature": Mutant(
+        "transformer", "ar-sample", "ar-sample", "probs = F.softmax(logits / temperature, dim=-1)",
+        "probs = F.softmax(logits, dim=-1)", "sampling temperature ignored"),
 }
 
 
@@ -232,15 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-record", action="store_true", help="do not write the results file")
     args = p.parse_args(argv)
     result = run(args.profile, args.assignments, args.only, args.jobs, args.keep)
-    if not args.no_record and not args.only and set(args.assignments) <= set(ASSIGNMENTS):
-        previous = RESULTS / f"mutations_{args.profile}.json"
-        if previous.exists() and set(args.assignments) != set(ASSIGNMENTS):  # keep the others' rows
-            kept = json.loads(previous.read_text())
-            result["rows"] = [r for r in kept.get("rows", []) if r.get("assignment") not in args.assignments
-                              ] + result["rows"]
-            result["failures"] = [f for f in kept.get("failures", [])
-                                  if f.split("/")[0] not in args.assignments] + result["failures"]
+    if not args.no_record and not args.only and set(args.assignments) == set(ASSIGNMENTS):
         print("wrote", write(f"mutations_{args.profile}", result))
+    elif not args.no_record and not args.only and (old := previous(f"mutations_{args.profile}")):
+        # a run of some assignments: its rows (stamped with their date) replace theirs, the others stay
+        done = set(args.assignments)
+        rows = [dated(r, old) for r in old["rows"] if r["assignment"] not in done]
+        rows += [stamped(r) for r in result["rows"]]
+        failures = [f for f in old["failures"] if f.split("/")[0] not in done] + result["failures"]
+        print("merged into", write(f"mutations_{args.profile}", {
+            "profile": args.profile, "rows": rows, "failures": failures,
+            "partial_run": list(args.assignments)}))
     for line in result["failures"]:
         print("FAILED:", line, file=sys.stderr)
     return 1 if result["failures"] else 0

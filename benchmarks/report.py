@@ -31,6 +31,11 @@ def fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
+def when(row: dict) -> str:
+    """`` (measured DATE)`` for a row merged from a run other than the file's own, else nothing."""
+    return f" (measured {row['measured']})" if isinstance(row, dict) and "measured" in row else ""
+
+
 def machine_line(payload: dict) -> str:
     m = payload.get("machine", {})
     gpu = m.get("gpu") or "no GPU"
@@ -153,10 +158,12 @@ def grading_section(lines: list[str]) -> None:
                 if not isinstance(runs, dict):
                     continue
                 for kind, r in runs.items():
+                    if kind == "measured":
+                        continue
                     if kind.startswith("batch"):
                         batches.append((profile, name, kind, r))
                     elif isinstance(r, dict) and "score" in r:
-                        lines.append(f"| {name} ({profile}) | {kind} | {fmt(r['score'], 0)}/{fmt(r['max_score'], 0)} | "
+                        lines.append(f"| {name} ({profile}){when(runs)} | {kind} | {fmt(r['score'], 0)}/{fmt(r['max_score'], 0)} | "
                                      f"{fmt(r['wall_s'])} | {fmt(r['cells_s'])} | {fmt(r['checks_s'])} | {fmt(r['overhead_s'])} |")
                 if "speedup_jobs2" in runs:
                     batches.append((profile, name, "speedup with --jobs 2", runs["speedup_jobs2"]))
@@ -197,7 +204,7 @@ def grading_section(lines: list[str]) -> None:
                   "| assignment | submission | items that lost points | expected | ok |", "| --- | --- | --- | --- | --- |"]
         for r in mut["rows"]:
             if "submission" in r:
-                lines.append(f"| {r['assignment']} | {r['submission']}{' (' + r['mistake'] + ')' if r.get('mistake') else ''} | "
+                lines.append(f"| {r['assignment']}{when(r)} | {r['submission']}{' (' + r['mistake'] + ')' if r.get('mistake') else ''} | "
                              f"{', '.join(r['lost']) or '-'} | {', '.join(r['expected']) or '-'} | {fmt(r['ok'])} |")
         lines.append("")
     bands = load("bands_cpu")
@@ -215,7 +222,7 @@ def grading_section(lines: list[str]) -> None:
             lines += [f"### Reference solutions under nbval, {profile} profile", "", machine_line(sol), "",
                       "| assignment | wall (s) | all cells pass | within target |", "| --- | --- | --- | --- |"]
             for r in sol["runs"]:
-                lines.append(f"| {r['assignment']} | {fmt(r['wall_s'])} | {fmt(r['passed'])} | "
+                lines.append(f"| {r['assignment']}{when(r)} | {fmt(r['wall_s'])} | {fmt(r['passed'])} | "
                              f"{fmt(r['within_target'])} (under {r['target_s']} s) |")
             lines.append("")
 

@@ -6,8 +6,8 @@ Runs ``pytest --nbval-lax solutions/<name>.ipynb`` (every cell, hidden checks in
 tests/test_solutions.py does in smoke) and records the wall time and whether every cell
 passed. Targets (issue "Homework"): under 2 minutes
 per notebook in smoke and under 15 minutes in cpu on 2 cores, under 15 minutes in full on one
-GPU. Writes ``benchmarks/results/solutions_<profile>.json`` (a run of some assignments replaces
-their rows and keeps the others').
+GPU. Writes ``benchmarks/results/solutions_<profile>.json``; a run of some assignments only
+replaces their rows in it (stamped with the date and load of that run) and keeps the others.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from autograder.release import ASSIGNMENTS
-from benchmarks.common import RESULTS, write
+from benchmarks.common import dated, previous, stamped, write
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = {"smoke": 120, "cpu": 900, "full": 900}
@@ -50,12 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{name:12s} {row['wall_s']:7.1f} s  passed={row['passed']}  {row['pytest']}",
               flush=True)
-    previous = RESULTS / f"solutions_{args.profile}.json"
-    if previous.exists() and set(args.assignments) != set(ASSIGNMENTS):  # keep the other rows
-        names = {r["assignment"] for r in rows}
-        rows = [r for r in json.loads(previous.read_text()).get("runs", [])
-                if r["assignment"] not in names] + rows
-    print("wrote", write(f"solutions_{args.profile}", {"profile": args.profile, "runs": rows}))
+    if set(args.assignments) == set(ASSIGNMENTS):
+        print("wrote", write(f"solutions_{args.profile}", {"profile": args.profile, "runs": rows}))
+    elif (old := previous(f"solutions_{args.profile}")) is not None:
+        # a partial run: its rows (stamped with their date) replace those of the same assignments
+        new = {r["assignment"]: stamped(r) for r in rows}
+        runs = [new.pop(r["assignment"], dated(r, old)) for r in old["runs"]] + list(new.values())
+        print("merged into", write(f"solutions_{args.profile}", {
+            "profile": args.profile, "runs": runs, "partial_run": list(args.assignments)}))
     return 0 if all(r["passed"] for r in rows) else 1
 
 

@@ -24,6 +24,19 @@ Flow and contrastive (solutions/flow.ipynb, solutions/contrastive.ipynb):
 ``load_weights``         load a state dict sent by a kernel, with a clear message when it does
                          not fit.
 
+Transformer (solutions/transformer.ipynb):
+
+``image_tokens``,
+``token_images``         Fashion-MNIST at the homework's scale (14 x 14 pixels, 16 grey levels, one
+                         token per pixel, row by row) and back to (B, 1, 28, 28) images in [0, 1].
+``PixelTransformer``     the homework's decoder-only transformer over pixel tokens (pre-norm GELU
+                         blocks of dgm.sequence, sinusoidal positions, causal mask).
+``transformer_test_bpd``,
+``transformer_samples``  held-out bits per dimension on the 16-level scale, and samples (drawn with
+                         cached keys and values, ``next_logits``).
+``transformer_sample_scores``  FD_clf, coverage, grey-level histogram distance and near-copies of
+                         samples at that scale.
+
 Flow matching (solutions/flow_matching.ipynb):
 
 ``VelocityMLP``          the homework's velocity field v_theta(x_t, t): an MLP on the flattened
@@ -44,6 +57,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from dgm.sequence import TransformerBlock, causal_mask, positional_encoding
 
 
 class WeightsError(ValueError):
@@ -298,6 +313,142 @@ def measure_encoder(state, profile: str) -> dict:
     recalibrate_batchnorm(enc, labelled.tensors[0])
     return {"probe_accuracy": probe_accuracy(enc, labelled.tensors, test.tensors),
             "held_out_nt_xent": held_out_nt_xent(enc, test.tensors[0])}
+
+
+# ----------------------------------------------------------------------------- transformer
+SIDE, LEVELS = 14, 16  # the homework's images: 14 x 14 pixels, 16 grey levels
+BOS = LEVELS  # the start token that precedes every image (the input vocabulary has LEVELS + 1)
+#: The homework's fixed sizes per profile (d_model, n_heads, n_layers), as in its Settings cell.
+TRANSFORMER_SIZES = {"smoke": (32, 2, 1), "cpu": (64, 4, 2), "full": (128, 4, 4)}
+
+
+def image_tokens(images: Tensor) -> Tensor:
+    """Images (B, 1, 28, 28) in [0, 1] -> tokens (B, 196) in 0..15: the mean of each 2 x 2 block,
+    cut into 16 equal grey levels, row by row."""
+    x = F.avg_pool2d(images.float(), 2)  # (B, 1, 14, 14)
+    return (x * LEVELS).floor().clamp(0, LEVELS - 1).long().flatten(1)
+
+
+def token_images(tokens: Tensor) -> Tensor:
+    """Tokens (B, 196) or (B, 14, 14) in 0..15 -> images (B, 1, 28, 28) in [0, 1]: each level at
+    the middle of its bin, each pixel repeated 2 x 2."""
+    x = (tokens.reshape(-1, 1, SIDE, SIDE).float() + 0.5) / LEVELS
+    return x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+
+class PixelTransformer(nn.Module):
+    """The homework's model: tokens (B, L) in 0..16 (16 = start) -> logits (B, L, 16) of the next
+    pixel; position i sees tokens 0..i only."""
+
+    def __init__(self, d_model: int, n_heads: int, n_layers: int, n_positions: int = SIDE * SIDE):
+        super().__init__()
+        self.embed = nn.Embedding(LEVELS + 1, d_model)
+        self.register_buffer("pe", positional_encoding(n_positions, d_model), persistent=False)
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, LEVELS)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        length = tokens.shape[1]
+        x = self.embed(tokens) + self.pe[:length]  # (B, L, d_model)
+        mask = causal_mask(length, device=tokens.device)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(self.norm(x))  # (B, L, 16)
+
+
+def load_transformer(state, profile: str) -> PixelTransformer:
+    """A :class:`PixelTransformer` of the profile's sizes holding ``state`` (eval mode)."""
+    return load_weights(PixelTransformer(*TRANSFORMER_SIZES[profile]), state, "the transformer").eval()
+
+
+def shifted(tokens: Tensor) -> Tensor:
+    """The model's input for targets ``tokens`` (B, L): the start token, then tokens[:, :-1]."""
+    return torch.cat([torch.full_like(tokens[:, :1], BOS), tokens[:, :-1]], dim=1)
+
+
+@torch.no_grad()
+def transformer_test_bpd(model: nn.Module, tokens: Tensor, batch_size: int = 250) -> float:
+    """Mean bits per dimension (per pixel token, 16 levels: 4 bits is a uniform guess) of
+    ``tokens`` (N, 196) under ``model``."""
+    model.eval()
+    total = 0.0
+    for chunk in tokens.split(batch_size):
+        logits = model(shifted(chunk))
+        total += F.cross_entropy(logits.flatten(0, 1), chunk.flatten(), reduction="sum").item()
+    return total / (tokens.numel() * math.log(2))
+
+
+@torch.no_grad()
+def next_logits(model: PixelTransformer, token: Tensor, cache: list[list[Tensor]]) -> Tensor:
+    """Logits (B, 16) of the pixel after ``token`` (B,), the next token of the sequences whose keys and
+    values ``cache`` holds (one [keys, values] pair per block, each (B, n_heads, L, d_head), or empty
+    lists at the start): the last position of ``model(sequence)``, without recomputing the past."""
+    from dgm.sequence import attention, combine_heads, split_heads
+
+    pos = cache[0][0].shape[2] if cache and cache[0] else 0
+    x = model.embed(token)[:, None] + model.pe[pos]  # (B, 1, d_model)
+    for block, kv in zip(model.blocks, cache):
+        h, mha = block.norm1(x), block.attn
+        q, k, v = (split_heads(w(h), mha.n_heads) for w in (mha.w_q, mha.w_k, mha.w_v))
+        if kv:
+            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+        kv[:] = [k, v]
+        x = x + mha.w_o(combine_heads(attention(q, k, v)[0]))  # the new query sees every key so far
+        x = x + block.mlp(block.norm2(x))
+    return model.head(model.norm(x))[:, 0]
+
+
+@torch.no_grad()
+def transformer_samples(model: PixelTransformer, n: int, temperature: float = 1.0, seed: int = 0) -> Tensor:
+    """``n`` images (n, 1, 28, 28) in [0, 1] drawn pixel by pixel from ``model`` (keys and values cached)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    cache: list[list[Tensor]] = [[] for _ in model.blocks]
+    token = torch.full((n,), BOS, dtype=torch.long)
+    drawn = []
+    for _ in range(SIDE * SIDE):
+        probs = (next_logits(model, token, cache) / temperature).softmax(-1)
+        token = torch.multinomial(probs, 1, generator=gen)[:, 0]
+        drawn.append(token)
+    return token_images(torch.stack(drawn, dim=1))
+
+
+def measure_transformer(state, profile: str, n_samples: int = 0) -> dict:
+    """What the transformer's training verdicts judge, computed here from the sent weights: the
+    bits per dimension of held-out test images at the homework's scale and, with ``n_samples``,
+    that many samples (temperature 1, seed 2024) as (n, 1, 28, 28) images in [0, 1]."""
+    from dgm.data import load_dataset
+
+    model = load_transformer(state, profile)
+    test = load_dataset("fashion_mnist", split="test", scale="01", subset=N_HELD_OUT, seed=0)
+    out = {"test_bpd": transformer_test_bpd(model, image_tokens(test.tensors[0]))}
+    if n_samples:
+        out["samples"] = transformer_samples(model, n_samples, seed=2024)
+    return out
+
+
+def level_histogram(tokens: Tensor) -> Tensor:
+    """Share of each of the 16 grey levels among ``tokens`` (any shape, values 0..15)."""
+    return torch.bincount(tokens.flatten(), minlength=LEVELS).double() / tokens.numel()
+
+
+def transformer_sample_scores(samples: Tensor) -> dict:
+    """Scores of ``samples`` (n, 1, 28, 28) in [0, 1] at the homework's scale (14 x 14, 16 levels,
+    blown up to 28 x 28): ``fd`` and ``coverage`` (the course's harness with the smoke-profile
+    classifier), ``copies`` (share of near-copies of the training images) and ``level_tv``, the total
+    variation distance between the samples' grey-level histogram and the held-out images' (0: same
+    shares of every level; a model that never learnt the mostly black background scores about 0.45)."""
+    from dgm.data import load_dataset
+    from dgm.evaluate import evaluate_samples
+    from dgm.memorisation import copy_share
+
+    scores = evaluate_samples(samples, profile="smoke", scale="01")
+    train, test = (image_tokens(load_dataset("fashion_mnist", split=split, scale="01").tensors[0])
+                   for split in ("train", "test"))
+    tv = 0.5 * (level_histogram(image_tokens(samples)) - level_histogram(test)).abs().sum().item()
+    return {"fd": scores["fd"], "coverage": scores["coverage"], "level_tv": tv,
+            "copies": copy_share(samples, token_images(train), token_images(test))}
 
 
 # --- DDPM and VAE ---------------------------------------------------------------------------
