@@ -190,14 +190,15 @@ def linear_to_alpha_bar(t: Tensor) -> Tensor:
 def ddpm_code_index(schedule, t: Tensor) -> Tensor:
     """The (fractional) DDPM code index whose alpha_bar matches linear-path time ``t``:
     log alpha_bar interpolated linearly between the schedule's steps, clamped to 0..T-1.
-    Indices within 1e-6 of an integer are rounded, so DDIM's times map back exactly."""
+    Indices within 1e-3 of an integer are rounded, so DDIM's times map back to its steps even
+    after a round trip through float32."""
     log_ab = schedule.alpha_bar.log()                       # decreasing in the index
     target = linear_to_alpha_bar(t).clamp(1e-300, 1).log().to(log_ab.device)
     index = torch.searchsorted(-log_ab, -target).clamp(1, len(log_ab) - 1)
     lo, hi = log_ab[index - 1], log_ab[index]
     frac = ((lo - target) / (lo - hi)).clamp(0, 1)
     k = (index - 1 + frac).clamp(0, len(log_ab) - 1)
-    return torch.where((k - k.round()).abs() < 1e-6, k.round(), k)
+    return torch.where((k - k.round()).abs() < 1e-3, k.round(), k)
 
 
 def eps_model_as_velocity(eps_model: Callable[..., Tensor], schedule) -> VelocityModel:
