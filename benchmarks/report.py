@@ -156,9 +156,9 @@ def flow_matching_section(lines: list[str]) -> None:
         nfes = sorted({int(k.rsplit("nfe", 1)[1]) for k in rec if k.startswith("fd_") and "_nfe" in k})
         lines += [f"### Flow matching against DDPM/DDIM at equal training time, {profile} profile", "",
                   machine_line(data), "",
-                  f"{rec.get('train_steps')} training steps each: flow matching {fmt(rec.get('fm_train_seconds'))} s, "
-                  f"DDPM {fmt(rec.get('ddpm_train_seconds'))} s. FD_clf (coverage) of {rec.get('eval_samples')} "
-                  "samples from the same noise, by network evaluations (NFE):", "",
+                  (f"{rec.get('train_steps')} training steps each: flow matching {fmt(rec.get('fm_train_seconds'))} s, "
+                   f"DDPM {fmt(rec.get('ddpm_train_seconds'))} s. FD_clf (coverage) of {rec.get('eval_samples')} "
+                   "samples from the same noise, by network evaluations (NFE):"), "",
                   "| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
                   "| --- |" + " --- |" * len(nfes)]
         for key, label in FM_SAMPLERS.items():
@@ -166,10 +166,10 @@ def flow_matching_section(lines: list[str]) -> None:
                      if f"fd_{key}_nfe{n}" in rec else "-" for n in nfes]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         few = sorted({int(k.split("nfe")[1].split("_")[0]) for k in rec if k.startswith("reflow_fd_nfe")})
-        lines += ["", f"Reflow ({rec.get('reflow_pairs')} pairs in {fmt(rec.get('reflow_pair_seconds'))} s, "
-                  f"fine-tuning {fmt(rec.get('reflow_seconds'))} s): straightness (mean deviation from the chord, "
-                  f"20 Euler steps) {fmt(rec.get('straightness_before'), 4)} before, "
-                  f"{fmt(rec.get('straightness_after'), 4)} after.", "",
+        lines += ["", (f"Reflow ({rec.get('reflow_pairs')} pairs in {fmt(rec.get('reflow_pair_seconds'))} s, "
+                       f"fine-tuning {fmt(rec.get('reflow_seconds'))} s): straightness (mean deviation from the "
+                       f"chord, 20 Euler steps) {fmt(rec.get('straightness_before'), 4)} before, "
+                       f"{fmt(rec.get('straightness_after'), 4)} after."), "",
                   "| Euler steps | FD_clf before reflow | after |", "| --- | --- | --- |"]
         lines += [f"| {n} | {fmt(rec.get(f'reflow_fd_nfe{n}_before'))} | {fmt(rec.get(f'reflow_fd_nfe{n}_after'))} |"
                   for n in few]

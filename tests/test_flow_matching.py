@@ -1,9 +1,35 @@
-"""dgm.flow_matching: the linear path, its velocity, the CFM loss and the sampler."""
+"""dgm.flow_matching against closed forms, Monte Carlo, quadrature and dgm.diffusion: the path and
+its velocities, the CFM loss, the Gaussian-mixture field, conversions, guidance and reflow."""
 
 import pytest
 import torch
 
-from dgm.flow_matching import cfm_loss, linear_path, path_velocity, sample
+from dgm import diffusion
+from dgm.flow_matching import (
+    GaussianMixture,
+    VelocityUNet,
+    cfm_loss,
+    conditional_velocity,
+    ddim_times,
+    ddpm_code_index,
+    ddpm_to_linear,
+    eps_from_velocity,
+    eps_model_as_velocity,
+    guided_velocity,
+    linear_path,
+    linear_to_alpha_bar,
+    path_velocity,
+    reflow_loss,
+    reflow_pairs,
+    sample,
+    score_from_velocity,
+    straightness,
+    velocity_from_eps,
+    velocity_from_score,
+    x1_from_velocity,
+)
+from dgm.ode import integrate, time_grid
+from dgm.unet import NULL_CLASS, UNet
 
 DT = torch.float64
 
@@ -60,14 +86,6 @@ def test_the_class_label_reaches_the_model():
 # ---------------------------------------------------------------------------------------------
 # The exact velocity of a Gaussian mixture
 # ---------------------------------------------------------------------------------------------
-from dgm import diffusion  # noqa: E402
-from dgm.flow_matching import (  # noqa: E402
-    GaussianMixture, VelocityUNet, conditional_velocity, ddim_times, ddpm_code_index,
-    ddpm_to_linear, eps_from_velocity, eps_model_as_velocity, guided_velocity,
-    linear_to_alpha_bar, reflow_loss, reflow_pairs, score_from_velocity, straightness,
-    velocity_from_eps, velocity_from_score, x1_from_velocity)
-from dgm.ode import integrate, time_grid  # noqa: E402
-from dgm.unet import NULL_CLASS, UNet  # noqa: E402
 
 MIXTURE = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.5], [0.0, 2.5]]),
                           torch.tensor([0.3, 0.1, 0.5]), torch.tensor([0.5, 0.3, 0.2]))
