@@ -386,9 +386,9 @@ SETTINGS = {
     # Minutes on 2 cores: the diffusion chapter's 0.74 M-parameter U-Net, trained twice (flow
     # matching and DDPM) for the same number of steps at the same cost per step.
     "cpu": FlowMatchingSettings(
-        train_steps=450, subset=4000, batch=128, lr=2e-3, nfe=(1, 2, 4, 10, 25, 100),
-        eval_samples=256, reflow_pairs=1536, reflow_pair_nfe=40, reflow_steps=200, reflow_lr=5e-4,
-        toy_steps=2500, toy_hidden=128),
+        train_steps=400, subset=4000, batch=128, lr=2e-3, nfe=(1, 2, 4, 10, 25, 100),
+        eval_samples=256, reflow_pairs=1024, reflow_pair_nfe=24, reflow_steps=150, reflow_lr=5e-4,
+        toy_steps=2000, toy_hidden=128),
     # One GPU: the diffusion chapter's full U-Net and step budget.
     "full": FlowMatchingSettings(
         train_steps=8000, subset=60000, batch=128, lr=1e-3, nfe=(1, 2, 4, 10, 25, 50, 100),
