@@ -286,3 +286,12 @@ def test_velocity_unet_feeds_the_unet_t_times_its_time_scale():
     assert torch.allclose(net(x, t), net.unet(x, torch.tensor([250.0, 700.0])))
     assert not torch.allclose(net(x, t), net.unet(x, t))
     assert isinstance(net.unet, UNet)
+
+
+def test_the_marginal_velocity_is_the_marginal_score_converted_by_eq_fm_param():
+    """v = (x + (1 - t) grad log p_t(x)) / t for the mixture: the optimal velocity is a score model."""
+    x = torch.randn(8, 2, dtype=DT, generator=torch.Generator().manual_seed(9)).requires_grad_(True)
+    t = torch.linspace(0.05, 0.95, 8, dtype=DT)
+    score, = torch.autograd.grad(MIXTURE.log_density(x, t).sum(), x)
+    assert torch.allclose(velocity_from_score(x, t, score), MIXTURE.velocity(x, t))
+    assert torch.allclose(score_from_velocity(x, t, MIXTURE.velocity(x, t)), score)
