@@ -16,7 +16,6 @@ in [0, 1]; sampling integrates dx/dt = v(x, t) from t = 0 to t = 1 with :func:`d
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -395,10 +394,3 @@ SETTINGS = {
         eval_samples=2000, reflow_pairs=20000, reflow_pair_nfe=100, reflow_steps=3000,
         reflow_lr=2e-4, toy_steps=5000, toy_hidden=256),
 }
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    """``(fn(), seconds)``: wall time of one call."""
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
