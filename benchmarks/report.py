@@ -155,7 +155,7 @@ def flow_matching_section(lines: list[str]) -> None:
             continue
         nfes = sorted({int(k.rsplit("nfe", 1)[1]) for k in rec if k.startswith("fd_") and "_nfe" in k})
         lines += [f"### Flow matching against DDPM/DDIM at equal training time, {profile} profile", "",
-                  machine_line(data), "",
+                  machine_line(data) + (f" Note: {row['note']}." if row.get("note") else ""), "",
                   (f"{rec.get('train_steps')} training steps each: flow matching {fmt(rec.get('fm_train_seconds'))} s, "
                    f"DDPM {fmt(rec.get('ddpm_train_seconds'))} s. FD_clf (coverage) of {rec.get('eval_samples')} "
                    "samples from the same noise, by network evaluations (NFE):"), "",
