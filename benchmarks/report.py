@@ -87,6 +87,9 @@ SIDE_BY_SIDE = {
     "comparison": ("comparison", ["vae_fd", "gan_fd", "flow_fd", "ddpm_fd", "ddim_fd",
                                   "flow_test_bits_per_dim", "ddpm_ms_per_image"]),
     "evaluation": ("evaluation", ["classifier_accuracy", "fd_real", "fd_noise"]),
+    "flow_matching": ("flow_matching", ["fm_train_seconds", "ddpm_train_seconds", "fd_fm_euler_nfe100",
+                                        "fd_fm_heun_nfe100", "fd_ddim_nfe100", "fd_ddpm_nfe100",
+                                        "straightness_before", "straightness_after"]),
 }
 
 
@@ -141,6 +144,41 @@ def headline_section(lines: list[str]) -> None:
               "64 samples: 200 steps about 14 s, DDIM 20 steps about 10x faster |",
               f"| real images / uniform noise | FD_clf | {fmt(real.get('fd'))} / {fmt(noise.get('fd'))} | "
               "8x8-digits setup: 13.7 / 3,585 |", ""]
+
+
+FM_SAMPLERS = {"fm_euler": "flow matching, Euler", "fm_heun": "flow matching, Heun",
+               "ddim": "DDIM (eta = 0)", "ddpm": "DDPM (eta = 1)"}
+
+
+def flow_matching_section(lines: list[str]) -> None:
+    """FD_clf against network evaluations at equal training time, and reflow's straightness."""
+    for profile in ("cpu", "full"):
+        data = load(f"chapters_{profile}")
+        row = (data or {}).get("chapters", {}).get("flow_matching")
+        rec = (row or {}).get("metrics", {}).get("flow_matching")
+        if not rec:
+            continue
+        nfes = sorted({int(k.rsplit("nfe", 1)[1]) for k in rec if k.startswith("fd_") and "_nfe" in k})
+        lines += [f"### Flow matching against DDPM/DDIM at equal training time, {profile} profile", "",
+                  machine_line(data) + (f" Note: {row['note']}." if row.get("note") else ""), "",
+                  (f"{rec.get('train_steps')} training steps each: flow matching {fmt(rec.get('fm_train_seconds'))} s, "
+                   f"DDPM {fmt(rec.get('ddpm_train_seconds'))} s. FD_clf (coverage) of {rec.get('eval_samples')} "
+                   "samples from the same noise, by network evaluations (NFE):"), "",
+                  "| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+                  "| --- |" + " --- |" * len(nfes)]
+        for key, label in FM_SAMPLERS.items():
+            cells = [f"{fmt(rec[f'fd_{key}_nfe{n}'])} ({fmt(rec.get(f'coverage_{key}_nfe{n}'), 1)})"
+                     if f"fd_{key}_nfe{n}" in rec else "-" for n in nfes]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        few = sorted({int(k.split("nfe")[1].split("_")[0]) for k in rec if k.startswith("reflow_fd_nfe")})
+        lines += ["", (f"Reflow ({rec.get('reflow_pairs')} pairs in {fmt(rec.get('reflow_pair_seconds'))} s, "
+                       f"fine-tuning {fmt(rec.get('reflow_seconds'))} s): straightness (mean deviation from the "
+                       f"chord, 20 Euler steps) {fmt(rec.get('straightness_before'), 4)} before, "
+                       f"{fmt(rec.get('straightness_after'), 4)} after."), "",
+                  "| Euler steps | FD_clf before reflow | after |", "| --- | --- | --- |"]
+        lines += [f"| {n} | {fmt(rec.get(f'reflow_fd_nfe{n}_before'))} | {fmt(rec.get(f'reflow_fd_nfe{n}_after'))} |"
+                  for n in few]
+        lines.append("")
 
 
 def grading_section(lines: list[str]) -> None:
@@ -273,6 +311,7 @@ def main() -> None:
     headline_section(lines)
     book_section(lines)
     profiles_section(lines)
+    flow_matching_section(lines)
     chapters_section(lines)
     grading_section(lines)
     gradescope_section(lines)
