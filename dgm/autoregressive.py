@@ -64,24 +64,25 @@ class AutoregressiveSettings:
     tf_positions: str      # "learnt" or "sinusoidal" positional vectors
     samples_per_class: int  # columns of the class-conditional grids
     uncached_images: int   # images drawn without the key-value cache, to time it (it is slow)
-    threads: int | None    # torch CPU threads (None: torch's default)
+    threads: int | None    # torch CPU threads (None: torch's default); 1 on shared 2-core
+                           # machines, where a second thread mostly waits (measured 2-4x slower)
     progress: bool         # tqdm bars
     seed: int = 0
 
 
 SETTINGS = {
     # seconds: every cell runs, the numbers mean nothing
-    "smoke": AutoregressiveSettings(subset=256, batch=64, p_uncond=0.2, cnn_hidden=16,
+    "smoke": AutoregressiveSettings(subset=128, batch=64, p_uncond=0.2, cnn_hidden=16,
                                     cnn_layers=2, cnn_epochs=1, cnn_lr=3e-3, tf_d_model=16,
                                     tf_heads=2, tf_layers=1, tf_epochs=1, tf_lr=3e-3,
                                     tf_positions="learnt", samples_per_class=2,
-                                    uncached_images=1, threads=None, progress=False),
+                                    uncached_images=1, threads=1, progress=False),
     # 2 cores: set by measuring (see benchmarks/RESULTS.md); under 15 minutes for the page
     "cpu": AutoregressiveSettings(subset=4000, batch=32, p_uncond=0.2, cnn_hidden=48,
-                                  cnn_layers=6, cnn_epochs=5, cnn_lr=2e-3, tf_d_model=64,
-                                  tf_heads=4, tf_layers=2, tf_epochs=2, tf_lr=2e-3,
+                                  cnn_layers=6, cnn_epochs=2, cnn_lr=2e-3, tf_d_model=64,
+                                  tf_heads=4, tf_layers=2, tf_epochs=1, tf_lr=2e-3,
                                   tf_positions="learnt", samples_per_class=8,
-                                  uncached_images=2, threads=None, progress=True),
+                                  uncached_images=2, threads=1, progress=True),
     # one GPU: the whole training set when it is there
     "full": AutoregressiveSettings(subset=60000, batch=64, p_uncond=0.2, cnn_hidden=96,
                                    cnn_layers=8, cnn_epochs=10, cnn_lr=1e-3, tf_d_model=128,
@@ -291,26 +292,29 @@ def nll_bits_per_dim(model: nn.Module, x: Tensor, y: Tensor | None = None,
     return bits_per_dim(total / len(x), int(math.prod(x.shape[1:])), scale="bytes")
 
 
-def sample_categorical(logits: Tensor, temperature: float = 1.0,
+def sample_categorical(logits: Tensor, temperature: float | Tensor = 1.0,
                        generator: torch.Generator | None = None) -> Tensor:
     """One draw per row of ``logits (B, K)`` from softmax(logits / T), eq. {eq}`ar-temperature`,
-    by the Gumbel-max trick: argmax(logits / T + g) with g ~ Gumbel(0, 1). ``T = 0`` is argmax.
-    The noise is drawn on the CPU from ``generator``, so a seed gives the same draws anywhere."""
-    if temperature < 0:
+    by the Gumbel-max trick: argmax(logits / T + g) = argmax(logits + T g), g ~ Gumbel(0, 1);
+    the second form gives the argmax at ``T = 0``. ``temperature`` is a number or one per row,
+    ``(B,)``. The noise is drawn on the CPU from ``generator``, so a seed gives the same draws
+    on every device."""
+    t = torch.as_tensor(temperature, dtype=torch.float64)
+    if (t < 0).any():
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0:
-        return logits.argmax(-1)
     u = torch.rand(logits.shape, generator=generator, dtype=torch.float64).clamp_min(1e-300)
-    gumbel = (-torch.log(-torch.log(u))).to(logits.device, logits.dtype)
-    return (logits / temperature + gumbel).argmax(-1)
+    gumbel = -torch.log(-torch.log(u))  # (B, K)
+    noise = (t.view(-1, 1) if t.ndim else t) * gumbel
+    return (logits.double() + noise.to(logits.device)).argmax(-1)
 
 
 @torch.no_grad()
-def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float = 1.0,
+def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float | Tensor = 1.0,
            generator: torch.Generator | None = None, use_cache: bool = True,
            shape: tuple[int, int] = (28, 28)) -> Tensor:
     """Draw ``n`` images ``(n, 1, H, W)`` in [0, 1], pixel by pixel in raster order: D
-    sequential network calls. ``use_cache`` (transformer only) keeps keys and values."""
+    sequential network calls. ``y`` and ``temperature`` are one value or one per image;
+    ``use_cache`` (transformer only) keeps keys and values."""
     model.eval()
     p = next(model.parameters())
     h, w = getattr(model, "shape", shape)

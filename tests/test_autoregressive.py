@@ -162,6 +162,10 @@ def test_temperature_zero_is_argmax_and_small_temperature_tends_to_it():
     assert torch.equal(sample_categorical(logits, 0.0), logits.argmax(-1))
     small = sample_categorical(logits, 1e-6, torch.Generator().manual_seed(2))
     assert torch.equal(small, logits.argmax(-1))
+    per_row = torch.tensor([0.0, 1.0]).repeat(25)  # one temperature per row: 0 rows are greedy
+    mixed = sample_categorical(logits, per_row, torch.Generator().manual_seed(3))
+    assert torch.equal(mixed[::2], logits[::2].argmax(-1))
+    assert not torch.equal(mixed[1::2], logits[1::2].argmax(-1))
     with pytest.raises(ValueError, match="temperature"):
         sample_categorical(logits, -1.0)
 
