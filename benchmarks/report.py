@@ -84,7 +84,8 @@ SIDE_BY_SIDE = {
                                     "random_acc_100", "simclr_seconds"]),
     "gans": ("gans", ["dcgan_fd", "dcgan_coverage", "toy_modes_1_d_step", "dcgan_seconds"]),
     "comparison": ("comparison", ["vae_fd", "gan_fd", "flow_fd", "ddpm_fd", "ddim_fd",
-                                  "flow_test_bits_per_dim", "ddpm_ms_per_image"]),
+                                  "flow_test_bits_per_dim", "ddpm_ms_per_image", "autoregressive_fd",
+                                  "autoregressive_test_bits_per_dim", "autoregressive_ms_per_image"]),
     "evaluation": ("evaluation", ["classifier_accuracy", "fd_real", "fd_noise"]),
 }
 
