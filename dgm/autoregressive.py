@@ -200,8 +200,9 @@ class PixelTransformer(nn.Module):
     """A decoder-only transformer over the pixels of an image in raster order, built from
     ``dgm.sequence.TransformerBlock`` (pre-norm, GELU) with the causal mask of eq. {eq}`seq-causal`.
 
-    The input sequence is ``[c, e(x_1), ..., e(x_{D-1})]``: a class token ``c`` (class or "no
-    class") in front, so the output at position i predicts x_i from the class and x_<i.
+    The input sequence is ``[c, e(x_1), ..., e(x_{D-1})]``, eq. {eq}`ar-transformer`: a class
+    token ``c`` (class or "no class") in front, so the output at position i predicts x_i from the
+    class and x_<i.
     """
 
     def __init__(self, shape: tuple[int, int] = (28, 28), d_model: int = 64, n_heads: int = 4,
