@@ -81,11 +81,16 @@ SIDE_BY_SIDE = {
                                 "ddpm_sample_seconds", "train_seconds", "n_parameters"]),
     "score_guidance": ("diffusion", ["cfg_fidelity", "cfg_diversity", "cfg_train_seconds"]),
     "flows": ("flows", ["test_bits_per_dim", "train_seconds"]),
+    "autoregressive": ("autoregressive", ["pixelcnn_test_bits_per_dim", "transformer_test_bits_per_dim",
+                                          "flow_test_bits_per_dim", "pixelcnn_ms_per_image",
+                                          "transformer_cached_ms_per_image",
+                                          "transformer_uncached_ms_per_image"]),
     "contrastive": ("contrastive", ["probe_acc_10", "probe_acc_100", "supervised_acc_100",
                                     "random_acc_100", "simclr_seconds"]),
     "gans": ("gans", ["dcgan_fd", "dcgan_coverage", "toy_modes_1_d_step", "dcgan_seconds"]),
     "comparison": ("comparison", ["vae_fd", "gan_fd", "flow_fd", "ddpm_fd", "ddim_fd",
-                                  "flow_test_bits_per_dim", "ddpm_ms_per_image"]),
+                                  "flow_test_bits_per_dim", "ddpm_ms_per_image", "autoregressive_fd",
+                                  "autoregressive_test_bits_per_dim", "autoregressive_ms_per_image"]),
     "evaluation": ("evaluation", ["classifier_accuracy", "fd_real", "fd_noise"]),
     "flow_matching": ("flow_matching", ["fm_train_seconds", "ddpm_train_seconds", "fd_fm_euler_nfe100",
                                         "fd_fm_heun_nfe100", "fd_ddim_nfe100", "fd_ddpm_nfe100",
@@ -179,6 +184,44 @@ def flow_matching_section(lines: list[str]) -> None:
         lines += [f"| {n} | {fmt(rec.get(f'reflow_fd_nfe{n}_before'))} | {fmt(rec.get(f'reflow_fd_nfe{n}_after'))} |"
                   for n in few]
         lines.append("")
+
+
+def likelihood_section(lines: list[str]) -> None:
+    """The exact-likelihood families side by side (same test images, bytes scale), and the cost
+    of a pixel-by-pixel sample with and without the transformer's key-value cache."""
+    for profile in ("cpu", "smoke", "full"):
+        data = load(f"chapters_{profile}")
+        ar = (data or {}).get("chapters", {}).get("autoregressive", {}).get("metrics", {}).get("autoregressive")
+        if not ar:
+            continue
+        flows_ch = data["chapters"].get("flows", {}).get("metrics", {}).get("flows", {})
+        lines += [f"### Exact likelihoods: flow and autoregressive models ({profile} profile)", "",
+                  machine_line(data), "",
+                  f"Test bits/dim on the flows chapter's {fmt(ar.get('test_images'))} test images, on the "
+                  "8-bit scale (`bits_per_dim(..., scale=\"bytes\")`); the flow's is an upper bound through "
+                  "dequantisation, the others are exact. Sampling: 784 sequential network calls per image. "
+                  "The autoregressive chapter runs on one thread (its settings' `threads`): compare its "
+                  "times with other chapters' only through the two flow rows, the same model and settings.", "",
+                  "| model | test bits/dim | given the class | training s | sampling ms per image |",
+                  "| --- | --- | --- | --- | --- |",
+                  f"| independent pixels | {fmt(ar.get('independent_pixels_bits_per_dim'), 3)} | - | - | - |",
+                  f"| RealNVP flow (flows chapter) | {fmt(flows_ch.get('test_bits_per_dim'), 3)} | - | "
+                  f"{fmt(flows_ch.get('train_seconds'))} | - |",
+                  f"| RealNVP flow (retrained in the autoregressive chapter) | {fmt(ar.get('flow_test_bits_per_dim'), 3)} | - | "
+                  f"{fmt(ar.get('flow_train_seconds'))} | - |",
+                  f"| PixelCNN | {fmt(ar.get('pixelcnn_test_bits_per_dim'), 3)} | "
+                  f"{fmt(ar.get('pixelcnn_test_bits_per_dim_given_y'), 3)} | {fmt(ar.get('pixelcnn_train_seconds'))} | "
+                  f"{fmt(ar.get('pixelcnn_ms_per_image'))} |",
+                  f"| pixel transformer | {fmt(ar.get('transformer_test_bits_per_dim'), 3)} | "
+                  f"{fmt(ar.get('transformer_test_bits_per_dim_given_y'), 3)} | {fmt(ar.get('transformer_train_seconds'))} | "
+                  f"{fmt(ar.get('transformer_ms_per_image'))} |",
+                  "",
+                  "Sampling ms per image is measured on one batch (the chapter's unconditional and class-conditional "
+                  "samples together). The key-value cache, timed on a few images with the same seed (identical samples): "
+                  f"{fmt(ar.get('transformer_cached_ms_per_image'))} ms per image with the cache, "
+                  f"{fmt(ar.get('transformer_uncached_ms_per_image'))} ms without, "
+                  f"{fmt(ar.get('kv_cache_speedup'))}x faster.",
+                  ""]
 
 
 def grading_section(lines: list[str]) -> None:
@@ -309,6 +352,7 @@ def main() -> None:
              "are not comparable with published full-data numbers): the smoke and cpu profiles on a 2-core",
              "machine without a GPU, the full profile on one NVIDIA H100 (each table names its machine).", ""]
     headline_section(lines)
+    likelihood_section(lines)
     book_section(lines)
     profiles_section(lines)
     flow_matching_section(lines)

@@ -1,0 +1,404 @@
+"""Autoregressive image models, introduced in book/autoregressive.md ({ref}`ar-chapter`).
+
+Both models factorise p(x) = prod_i p(x_i | x_<i) over the 784 pixels in raster order,
+eq. {eq}`ar-chain-rule`, with a 256-way softmax per pixel:
+
+``pixel_mask``, ``MaskedConv2d``  the masks of type A and B, eq. {eq}`ar-masked-conv`.
+``PixelCNN``                     masked convolutions, eq. {eq}`ar-masked-conv`.
+``PixelTransformer``             a decoder-only transformer over pixel tokens, built from
+                                 ``dgm.sequence``'s blocks, with a class token as its first
+                                 input and a key-value cache for sampling, eq. {eq}`ar-kv-cost`.
+``log_prob``, ``nll_bits_per_dim``  exact log-likelihood, eq. {eq}`ar-nll-bpd` (the conversion
+                                 is ``dgm.evaluate.bits_per_dim`` with ``scale="bytes"``, as for
+                                 the flows).
+``sample_categorical``           Gumbel-max sampling with a temperature, eq. {eq}`ar-temperature`.
+``sample``                       D sequential steps; ``use_cache`` for the transformer.
+``input_dependence``             which inputs each output pixel depends on (autograd), the check
+                                 that the Jacobian is strictly triangular.
+``train_autoregressive``         teacher forcing with label dropout to ``NULL_CLASS``.
+
+Images are ``(B, 1, H, W)`` floats in [0, 1] (``load_dataset(scale="01")``); their pixel
+levels are ``round(255 x)``. Labels ``y (B,)`` are class indices, ``NULL_CLASS`` (-1) or
+``None`` for "no class". Checked in tests/test_autoregressive.py.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgm.config import check_choice
+from dgm.evaluate import bits_per_dim
+from dgm.progress import progress_bar
+from dgm.sequence import (MultiHeadAttention, TransformerBlock, attention, causal_mask,
+                          combine_heads, positional_encoding, split_heads)
+from dgm.unet import NULL_CLASS
+
+LEVELS = 256  # grey levels of an 8-bit pixel: the size of every softmax
+MaskType = Literal["A", "B"]
+Positions = Literal["learnt", "sinusoidal"]
+
+
+@dataclass(frozen=True)
+class AutoregressiveSettings:
+    """Sizes of the autoregressive chapter's experiments for one run profile."""
+
+    subset: int            # training images (the shared offline data has 4,000)
+    batch: int             # images per step
+    p_uncond: float        # labels replaced by NULL_CLASS in training: one model, p(x) and p(x | y)
+    cnn_hidden: int        # channels of the PixelCNN; the main cost of a step
+    cnn_layers: int        # masked 3x3 layers of type B after the 7x7 layer of type A
+    cnn_epochs: int        # passes over the training subset
+    cnn_lr: float          # Adam, decayed to 10 % over training
+    tf_d_model: int        # width of the transformer's tokens
+    tf_heads: int          # attention heads
+    tf_layers: int         # transformer blocks; attention over 784 tokens dominates the cost
+    tf_epochs: int         # passes over the training subset
+    tf_lr: float           # Adam, decayed to 10 % over training
+    tf_positions: str      # "learnt" or "sinusoidal" positional vectors
+    samples_per_class: int  # columns of the class-conditional grids
+    uncached_images: int   # images drawn without the key-value cache, to time it (it is slow)
+    threads: int | None    # torch CPU threads (None: torch's default); 1 on shared 2-core
+                           # machines, where a second thread mostly waits (measured 2-4x slower)
+    progress: bool         # tqdm bars
+    seed: int = 0
+
+
+SETTINGS = {
+    # seconds: every cell runs, the numbers mean nothing
+    "smoke": AutoregressiveSettings(subset=128, batch=64, p_uncond=0.2, cnn_hidden=16,
+                                    cnn_layers=2, cnn_epochs=1, cnn_lr=3e-3, tf_d_model=16,
+                                    tf_heads=2, tf_layers=1, tf_epochs=1, tf_lr=3e-3,
+                                    tf_positions="learnt", samples_per_class=2,
+                                    uncached_images=1, threads=1, progress=False),
+    # 2 cores, one thread: the transformer needs 3 epochs (1 epoch: test 4.03 bits/dim and
+    # samples that are horizontal streaks; 3 epochs: 3.68 and garment silhouettes, measured)
+    "cpu": AutoregressiveSettings(subset=4000, batch=32, p_uncond=0.2, cnn_hidden=48,
+                                  cnn_layers=6, cnn_epochs=2, cnn_lr=2e-3, tf_d_model=64,
+                                  tf_heads=4, tf_layers=2, tf_epochs=3, tf_lr=2e-3,
+                                  tf_positions="learnt", samples_per_class=8,
+                                  uncached_images=2, threads=1, progress=True),
+    # one GPU: the whole training set when it is there
+    "full": AutoregressiveSettings(subset=60000, batch=64, p_uncond=0.2, cnn_hidden=96,
+                                   cnn_layers=8, cnn_epochs=10, cnn_lr=1e-3, tf_d_model=128,
+                                   tf_heads=4, tf_layers=4, tf_epochs=5, tf_lr=1e-3,
+                                   tf_positions="learnt", samples_per_class=10,
+                                   uncached_images=4, threads=None, progress=True),
+}
+
+
+def to_levels(x: Tensor) -> Tensor:
+    """Images in [0, 1] -> integer pixel levels 0..255 (long), the targets of the softmax."""
+    return (x * (LEVELS - 1)).round().long().clamp(0, LEVELS - 1)
+
+
+def _class_index(y: Tensor | None, batch: int, n_classes: int, device) -> Tensor:
+    """Labels -> rows of a class embedding: NULL_CLASS (or None) -> 0, class c -> c + 1."""
+    if y is None:
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    y = torch.as_tensor(y, device=device).long().expand(batch)
+    if ((y < NULL_CLASS) | (y >= n_classes)).any():
+        raise ValueError(f"labels must be NULL_CLASS ({NULL_CLASS}) or in 0..{n_classes - 1}, "
+                         f"got values {sorted(set(y.tolist()))}")
+    return y + 1
+
+
+# ------------------------------------------------------------------------------------ PixelCNN
+def pixel_mask(k: int, mask_type: MaskType) -> Tensor:
+    """``(k, k)`` mask of a masked convolution, eq. {eq}`ar-masked-conv`: 1 on the rows above
+    the centre and left of it in the centre row; type B also keeps the centre, type A not."""
+    check_choice(mask_type, get_args(MaskType), "mask type")
+    if k % 2 == 0:
+        raise ValueError(f"kernel size must be odd so that it has a centre, got {k}")
+    mask = torch.zeros(k, k)
+    mask[: k // 2] = 1
+    mask[k // 2, : k // 2 + (mask_type == "B")] = 1
+    return mask
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A same-size convolution whose kernel is multiplied by :func:`pixel_mask`, so that an
+    output pixel sees only the pixels before it in raster order (type A) or also itself (B)."""
+
+    def __init__(self, mask_type: MaskType, in_channels: int, out_channels: int, k: int):
+        super().__init__(in_channels, out_channels, k, padding=k // 2)
+        self.register_buffer("mask", pixel_mask(k, mask_type))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class PixelCNN(nn.Module):
+    """PixelCNN {cite}`oord2016pixelrnn`: a 7x7 masked convolution of type A, ``n_layers``
+    residual 3x3 masked convolutions of type B, and 1x1 convolutions to 256 logits per pixel.
+
+    A class embedding (row 0: no class) is added to every layer's features, as in conditional
+    PixelCNN {cite}`oord2016conditional`. ``forward(x (B, 1, H, W) in [0, 1], y)`` returns
+    logits ``(B, 256, H, W)``; output pixel i depends on input pixels j < i only.
+    """
+
+    def __init__(self, hidden: int = 48, n_layers: int = 6, n_classes: int = 10):
+        super().__init__()
+        self.n_classes, self.n_layers = n_classes, n_layers
+        self.input = MaskedConv2d("A", 1, hidden, 7)
+        self.layers = nn.ModuleList(MaskedConv2d("B", hidden, hidden, 3) for _ in range(n_layers))
+        self.class_bias = nn.Embedding(n_classes + 1, hidden * (n_layers + 1))
+        nn.init.zeros_(self.class_bias.weight)
+        self.out = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, 4 * hidden, 1), nn.ReLU(),
+                                 nn.Conv2d(4 * hidden, LEVELS, 1))
+        #: rows above a pixel that can reach it: 3 from the 7x7 layer, 1 per 3x3 layer
+        self.rows_above = 3 + n_layers
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The masked convolutions: ``(B, 1, H, W)`` -> ``(B, hidden, H, W)``."""
+        bias = self.class_bias(_class_index(y, len(x), self.n_classes, x.device))
+        bias = bias.view(len(x), self.n_layers + 1, -1, 1, 1)  # (B, layers + 1, hidden, 1, 1)
+        h = self.input(2 * x - 1) + bias[:, 0]
+        for i, layer in enumerate(self.layers):
+            h = h + layer(F.relu(h)) + bias[:, i + 1]
+        return h
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.out(self.features(x, y))  # (B, 256, H, W)
+
+    def step_logits(self, x: Tensor, y: Tensor | None, i: int) -> Tensor:
+        """Logits ``(B, 256)`` of pixel ``i`` (raster order): the masked convolutions on the
+        rows that can reach it, the 1x1 head on that pixel alone."""
+        width = x.shape[-1]
+        row, col = divmod(i, width)
+        top = max(0, row - self.rows_above)
+        h = self.features(x[:, :, top:row + 1], y)[:, :, row - top, col]  # (B, hidden)
+        return self.out(h[:, :, None, None])[:, :, 0, 0]
+
+
+# --------------------------------------------------------------------------------- transformer
+class CausalSelfAttention(MultiHeadAttention):
+    """``dgm.sequence.MultiHeadAttention`` (same weights, eq. {eq}`seq-mha`) for causal
+    self-attention, with the softmax of eq. {eq}`seq-attention` computed by torch's fused
+    ``scaled_dot_product_attention``, which never stores the (L, L) weights: over 784 pixel
+    tokens it trains several times faster on a CPU. Returns ``(out, None)``: no weights.
+    tests/test_autoregressive.py checks it against :func:`dgm.sequence.attention`.
+    """
+
+    def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None
+                ) -> tuple[Tensor, None]:
+        n = x.shape[1]
+        if context is not None or (mask is not None and not torch.equal(mask, causal_mask(n, mask.device))):
+            raise ValueError("CausalSelfAttention does causal self-attention only: pass no context "
+                             "and the causal_mask (or None); use MultiHeadAttention otherwise")
+        q, k, v = (split_heads(w(x), self.n_heads) for w in (self.w_q, self.w_k, self.w_v))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, h, L, d_model / h)
+        return self.w_o(combine_heads(out)), None
+
+
+class PixelTransformer(nn.Module):
+    """A decoder-only transformer over the pixels of an image in raster order, built from
+    ``dgm.sequence.TransformerBlock`` (pre-norm, GELU) with the causal mask of eq. {eq}`seq-causal`.
+
+    The input sequence is ``[c, e(x_1), ..., e(x_{D-1})]``, eq. {eq}`ar-transformer`: a class
+    token ``c`` (class or "no class") in front, so the output at position i predicts x_i from the
+    class and x_<i.
+    """
+
+    def __init__(self, shape: tuple[int, int] = (28, 28), d_model: int = 64, n_heads: int = 4,
+                 n_layers: int = 2, n_classes: int = 10, positions: Positions = "learnt"):
+        super().__init__()
+        check_choice(positions, get_args(Positions), "positions")
+        self.shape, self.n_classes = tuple(shape), n_classes
+        self.dims = shape[0] * shape[1]
+        self.pixel_embed = nn.Embedding(LEVELS, d_model)
+        self.class_embed = nn.Embedding(n_classes + 1, d_model)
+        if positions == "learnt":
+            self.pos = nn.Parameter(0.02 * torch.randn(self.dims, d_model))
+        else:
+            self.register_buffer("pos", positional_encoding(self.dims, d_model), persistent=False)
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads) for _ in range(n_layers))
+        for block in self.blocks:  # the same attention, with a fused kernel for training
+            block.attn = CausalSelfAttention(d_model, n_heads)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, LEVELS)
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """Images ``(B, 1, H, W)`` -> the pixel vectors ``e(x_i)``, ``(B, D, d_model)``."""
+        return self.pixel_embed(to_levels(x).flatten(1))
+
+    def logits_from_inputs(self, e: Tensor, y: Tensor | None = None) -> Tensor:
+        """Pixel vectors ``(B, D, d_model)`` -> logits ``(B, 256, H, W)`` (teacher forcing)."""
+        b = len(e)
+        cls = self.class_embed(_class_index(y, b, self.n_classes, e.device))[:, None]
+        seq = torch.cat([cls, e[:, :-1]], dim=1) + self.pos  # shifted right by the class token
+        mask = causal_mask(self.dims, device=e.device)
+        for block in self.blocks:
+            seq = block(seq, mask)
+        logits = self.head(self.norm(seq))  # (B, D, 256)
+        return logits.transpose(1, 2).reshape(b, LEVELS, *self.shape)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.logits_from_inputs(self.inputs(x), y)
+
+    def prefix_logits(self, levels: Tensor, y: Tensor | None) -> Tensor:
+        """Logits ``(B, 256)`` of the next pixel after ``levels`` ``(B, i)``, with no cache:
+        the whole prefix goes through the network again."""
+        b, i = levels.shape
+        cls = self.class_embed(_class_index(y, b, self.n_classes, levels.device))[:, None]
+        seq = torch.cat([cls, self.pixel_embed(levels)], dim=1) + self.pos[: i + 1]
+        mask = causal_mask(i + 1, device=levels.device)
+        for block in self.blocks:
+            seq = block(seq, mask)
+        return self.head(self.norm(seq[:, -1]))
+
+    def cached_logits(self, token: Tensor, i: int, cache: list[dict[str, Tensor]]) -> Tensor:
+        """Logits ``(B, 256)`` of pixel ``i`` from the input vector at position i, ``(B, d)``
+        (the class token for i = 0, else e(x_{i-1})), using and extending the cached keys and
+        values of positions < i: one token's work per layer, eq. {eq}`ar-kv-cost`."""
+        h = (token + self.pos[i])[:, None]  # (B, 1, d)
+        for block, kv in zip(self.blocks, cache):
+            if not block.norm_first:
+                raise ValueError("the key-value cache is written for pre-norm blocks")
+            a = block.norm1(h)
+            attn = block.attn
+            k, v = split_heads(attn.w_k(a), attn.n_heads), split_heads(attn.w_v(a), attn.n_heads)
+            kv["k"] = k if "k" not in kv else torch.cat([kv["k"], k], dim=2)  # (B, h, i + 1, d_h)
+            kv["v"] = v if "v" not in kv else torch.cat([kv["v"], v], dim=2)
+            out, _ = attention(split_heads(attn.w_q(a), attn.n_heads), kv["k"], kv["v"])
+            h = h + attn.w_o(combine_heads(out))
+            h = h + block.mlp(block.norm2(h))
+        return self.head(self.norm(h[:, 0]))
+
+
+# ------------------------------------------------------------------------ likelihood, sampling
+def log_prob(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
+    """Exact log-likelihood ``(B,)`` in nats of the 8-bit images ``x``, eq. {eq}`ar-chain-rule`:
+    the sum over pixels of log p(x_i | x_<i), all at once by teacher forcing."""
+    logits = model(x, y)
+    return -F.cross_entropy(logits, to_levels(x)[:, 0], reduction="none").flatten(1).sum(1)
+
+
+@torch.no_grad()
+def nll_bits_per_dim(model: nn.Module, x: Tensor, y: Tensor | None = None,
+                     batch_size: int = 64) -> float:
+    """Mean negative log-likelihood of ``x`` in bits/dim, eq. {eq}`ar-nll-bpd` (with ``y``:
+    of p(x | y); without: of p(x))."""
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for s in range(0, len(x), batch_size):
+        yb = None if y is None else y[s:s + batch_size].to(device)
+        total += -log_prob(model, x[s:s + batch_size].to(device), yb).sum().item()
+    return bits_per_dim(total / len(x), int(math.prod(x.shape[1:])), scale="bytes")
+
+
+def sample_categorical(logits: Tensor, temperature: float | Tensor = 1.0,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row of ``logits (B, K)`` from softmax(logits / T), eq. {eq}`ar-temperature`,
+    by the Gumbel-max trick: argmax(logits / T + g) = argmax(logits + T g), g ~ Gumbel(0, 1);
+    the second form gives the argmax at ``T = 0``. ``temperature`` is a number or one per row,
+    ``(B,)``. The noise is drawn on the CPU from ``generator``, so a seed gives the same draws
+    on every device."""
+    t = torch.as_tensor(temperature, dtype=torch.float64)
+    if (t < 0).any():
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64).clamp_min(1e-300)
+    gumbel = -torch.log(-torch.log(u))  # (B, K)
+    noise = (t.view(-1, 1) if t.ndim else t) * gumbel
+    return (logits.double() + noise.to(logits.device)).argmax(-1)
+
+
+@torch.no_grad()
+def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float | Tensor = 1.0,
+           generator: torch.Generator | None = None, use_cache: bool = True,
+           shape: tuple[int, int] = (28, 28)) -> Tensor:
+    """Draw ``n`` images ``(n, 1, H, W)`` in [0, 1], pixel by pixel in raster order: D
+    sequential network calls. ``y`` and ``temperature`` are one value or one per image;
+    ``use_cache`` (transformer only) keeps keys and values."""
+    model.eval()
+    p = next(model.parameters())
+    h, w = getattr(model, "shape", shape)
+    x = torch.zeros(n, 1, h, w, device=p.device, dtype=p.dtype)
+    levels = torch.zeros(n, h * w, dtype=torch.long, device=p.device)
+    if y is not None:
+        y = torch.as_tensor(y, device=p.device).long().expand(n)
+    if isinstance(model, PixelTransformer) and use_cache:
+        cache = [{} for _ in model.blocks]
+        token = model.class_embed(_class_index(y, n, model.n_classes, p.device))
+    for i in range(h * w):
+        if isinstance(model, PixelTransformer):
+            if use_cache:
+                if i > 0:
+                    token = model.pixel_embed(levels[:, i - 1])
+                logits = model.cached_logits(token, i, cache)
+            else:
+                logits = model.prefix_logits(levels[:, :i], y)
+        else:
+            logits = model.step_logits(x, y, i)
+        levels[:, i] = sample_categorical(logits, temperature, generator)
+        x.view(n, -1)[:, i] = levels[:, i].to(x.dtype) / (LEVELS - 1)
+    return x
+
+
+def input_dependence(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
+    """``(D, D)`` matrix whose entry (i, j) is the largest |d logit_i / d input_j| over the
+    logits of output pixel i (in a random direction) and the features of input j, by autograd.
+
+    The input of a PixelCNN is the image itself; that of the transformer is the vector e(x_j)
+    that stands for pixel j. Zero on and above the diagonal means that output i depends only
+    on inputs j < i, eq. {eq}`ar-triangular`. ``x`` is one image ``(1, 1, H, W)``.
+    """
+    is_transformer = isinstance(model, PixelTransformer)
+    u = model.inputs(x).detach() if is_transformer else x.detach().clone()
+    d = x[0].numel()
+    direction = torch.randn(LEVELS, generator=torch.Generator().manual_seed(0)).to(u)
+
+    def outputs(v):
+        logits = model.logits_from_inputs(v, y) if is_transformer else model(v, y)
+        return torch.einsum("bkhw,k->bhw", logits, direction).reshape(-1)  # (D,)
+
+    jac = torch.autograd.functional.jacobian(outputs, u, vectorize=True)  # (D, *u.shape)
+    return jac.reshape(d, d, -1).abs().amax(-1)
+
+
+# -------------------------------------------------------------------------------------- training
+def drop_labels(y: Tensor, p_uncond: float, generator: torch.Generator | None = None) -> Tensor:
+    """Replace each label by NULL_CLASS with probability ``p_uncond``."""
+    drop = torch.rand(y.shape, generator=generator) < p_uncond
+    return torch.where(drop.to(y.device), torch.full_like(y, NULL_CLASS), y)
+
+
+def train_autoregressive(model: nn.Module, loader, epochs: int, lr: float, p_uncond: float = 0.0,
+                         device: torch.device | None = None, progress: bool = False,
+                         seed: int = 0) -> dict[str, list[float]]:
+    """Maximum likelihood by teacher forcing: minimise the mean cross-entropy of every pixel
+    given the true pixels before it, in bits/dim, eq. {eq}`ar-nll-bpd`, with Adam (learning
+    rate decayed to 10 %) and labels dropped to NULL_CLASS with probability ``p_uncond``.
+    Returns ``{"train bits/dim": per step, "seconds": [wall time]}``."""
+    device = device or next(model.parameters()).device
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    total = max(1, epochs * len(loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.1 ** (step / total))
+    gen = torch.Generator().manual_seed(seed)
+    history: dict[str, list[float]] = {"train bits/dim": []}
+    start = time.perf_counter()
+    bar = progress_bar(total=total, enabled=progress, desc="training")
+    for _ in range(epochs):
+        for x, y in loader:
+            x, y = x.to(device), drop_labels(y, p_uncond, gen).to(device)
+            loss = F.cross_entropy(model(x, y), to_levels(x)[:, 0]) / math.log(2)  # bits/dim
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            history["train bits/dim"].append(loss.item())
+            bar.update()
+            bar.set_postfix(bpd=f"{loss.item():.3f}")
+    bar.close()
+    history["seconds"] = [time.perf_counter() - start]
+    model.eval()
+    return history
