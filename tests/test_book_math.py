@@ -35,6 +35,8 @@ WRONG = [
     ("contrastive", r"The loss curve above starts at $\log(2N-1)$", "it starts near it"),
     ("contrastive", "Contrastive pre-training helped most where labels were fewest.",
      "only against the random encoder, not against supervised training from scratch"),
+    ("comparison", "makes its bound tight enough to train", "DDPM trains on the simple loss, not its bound"),
+    ("comparison", "it is trained on a likelihood bound and covers", "a reweighted bound: the simple loss"),
 ]
 
 
