@@ -53,7 +53,7 @@ from autograder.verdicts import LimitsFormatError, judge, parse_limits
 STUDENT_MARK = "# --- student ---"
 VERDICT_MARK = "# --- verdict ---"
 _MARK_RE = re.compile(r"^[ \t]*#\s*---\s*(student|verdict)\s*---\s*$", re.M)
-KERNEL_PRELUDE = "from autograder.observe import observe\n"
+KERNEL_PRELUDE = "from autograder.observe import forget_source, observe\nforget_source()\n"
 
 
 class CheckFormatError(ValueError):

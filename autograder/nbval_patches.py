@@ -94,7 +94,9 @@ def _patch_kernel_start() -> None:
 
     class SandboxedKernelManager(KernelManager):
         def format_kernel_cmd(self, extra_arguments=None):
-            cmd = super().format_kernel_cmd(extra_arguments)
+            # No history database: every cell's source, hidden checks' included, would sit in
+            # a file the student's code can read (:func:`autograder.observe.forget_source`).
+            cmd = [*super().format_kernel_cmd(extra_arguments), "--HistoryManager.enabled=False"]
             if _state["sandbox"]:
                 cmd = [sys.executable, "-m", "autograder.sandbox", _state["sandbox"], "--", *cmd]
             return cmd

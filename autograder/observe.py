@@ -36,6 +36,52 @@ class ObservationError(ValueError):
 
 # --- kernel side ------------------------------------------------------------------------------
 
+def forget_source() -> None:
+    """Erase the source of the cell that calls this from the kernel's memory before it runs on.
+
+    A hidden check's kernel part is the first thing it does (:data:`autograder.checks.
+    KERNEL_PRELUDE`): the student's functions it calls, and every later cell, must not find its
+    text and carry it out in an exception message. IPython keeps a cell's source in
+    ``linecache`` (for tracebacks), in ``In``/``_ih``/``_i``/``_iiN``, in the history
+    manager's caches and in the kernel's current request; all of them are blanked. (The grader
+    starts kernels with the history database off, see :mod:`autograder.nbval_patches`.)
+    """
+    import linecache
+    import sys
+
+    frame = sys._getframe(1)
+    name = frame.f_code.co_filename
+    entry = linecache.cache.pop(name, None)
+    source = "".join(entry[2]) if entry else None
+    try:
+        ip = get_ipython()  # type: ignore[name-defined]  # noqa: F821
+    except NameError:
+        return
+    marker = "forget_source()"
+
+    def secret(text) -> bool:
+        return isinstance(text, str) and (marker in text or (source is not None and text == source))
+
+    hm = getattr(ip, "history_manager", None)
+    if hm is not None:
+        for hist in (hm.input_hist_parsed, hm.input_hist_raw):
+            for i, text in enumerate(hist):
+                if secret(text):
+                    hist[i] = ""
+        with hm.db_input_cache_lock:
+            hm.db_input_cache[:] = [row for row in hm.db_input_cache
+                                    if not any(secret(t) for t in row[1:])]
+    for key, value in list(ip.user_ns.items()):
+        if key.startswith("_i") and secret(value):
+            ip.user_ns[key] = ""
+    kernel = getattr(ip, "kernel", None)
+    try:
+        parent = kernel.get_parent("shell") if kernel is not None else None
+    except Exception:  # an older ipykernel: nothing to blank there
+        parent = None
+    if isinstance(parent, dict) and isinstance(parent.get("content"), dict):
+        parent["content"]["code"] = ""
+
 def _encode(value, depth: int, budget: list[int]):
     if depth > MAX_DEPTH:
         raise ObservationError(f"measurements nest deeper than {MAX_DEPTH} levels")

@@ -28,7 +28,7 @@ def test_sections_split_at_the_markers_and_the_kernel_never_gets_the_verdict():
     assert "x = torch.arange(4.0)" in parts.setup
     assert "double(x)" in parts.student and "double(" not in parts.setup + parts.verdict
     assert "assert" not in parts.kernel_source and "2 * x" not in parts.kernel_source
-    assert parts.kernel_source.startswith("from autograder.observe import observe")
+    assert parts.kernel_source.startswith("from autograder.observe import forget_source, observe\nforget_source()\n")
 
 
 @pytest.mark.parametrize("source, reason", [

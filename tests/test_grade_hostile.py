@@ -111,3 +111,11 @@ def test_feedback_of_hostile_students_never_shows_hidden_source(hostile):
     for student in expected:
         for name in ("feedback.md", "results.json"):
             assert SENTINEL not in (out / student / name).read_text()
+
+
+def test_no_hidden_source_is_left_in_the_kernel_for_student_code_to_carry_out(hostile):
+    """The probe's message reaches the feedback (LEAK-NONE), and it found no hidden source:
+    not through its callers' frames while a check ran, nor in the kernel's memory afterwards."""
+    out, _ = hostile
+    feedback = json.dumps(_result(out, "leaks_source"))
+    assert "LEAK-NONE" in feedback and "LEAK-FOUND" not in feedback, feedback[:2000]
