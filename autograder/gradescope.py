@@ -201,6 +201,9 @@ def build(cfg: PackageConfig, out: Path, measured: dict | None = None,
     problem = fit_problem(cfg.assignment, cfg.profile, measured) if check_fit else None
     if problem and not (cfg.allow_unmeasured and "has not been measured" in problem):
         raise DoesNotFit(problem)
+    if problem:  # unmeasured, built on the instructor's request
+        print(f"warning: {problem}; built anyway (--allow-unmeasured): time one submission on "
+              "Gradescope before handing it out", file=sys.stderr)
     from autograder.sandbox import package_dirs
 
     package = {"assignment": cfg.assignment, "profile": cfg.profile,
