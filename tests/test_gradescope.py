@@ -187,6 +187,10 @@ def test_an_unmeasured_assignment_is_refused_unless_allowed(tmp_path, capsys):
                             str(tmp_path / "a.zip")])
     assert code == 2 and "has not been measured" in capsys.readouterr().err
     assert not (tmp_path / "a.zip").exists()
+    code = gradescope.main(["--assignment", "toy", "--source", str(SOURCE), "--out",
+                            str(tmp_path / "a.zip"), "--allow-unmeasured"])
+    assert code == 0 and (tmp_path / "a.zip").is_file()
+    assert "warning: " in capsys.readouterr().err
 
 
 def test_the_full_profile_is_refused_by_name():
