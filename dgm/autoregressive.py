@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from dgm.config import check_choice
 from dgm.evaluate import bits_per_dim
 from dgm.progress import progress_bar
-from dgm.sequence import (MultiHeadAttention, TransformerBlock, attention, causal_mask,
+from dgm.sequence import (MultiHeadAttention, TransformerBlock, causal_mask,
                           combine_heads, positional_encoding, split_heads)
 from dgm.unet import NULL_CLASS
 
@@ -259,16 +259,7 @@ class PixelTransformer(nn.Module):
         values of positions < i: one token's work per layer, eq. {eq}`ar-kv-cost`."""
         h = (token + self.pos[i])[:, None]  # (B, 1, d)
         for block, kv in zip(self.blocks, cache):
-            if not block.norm_first:
-                raise ValueError("the key-value cache is written for pre-norm blocks")
-            a = block.norm1(h)
-            attn = block.attn
-            k, v = split_heads(attn.w_k(a), attn.n_heads), split_heads(attn.w_v(a), attn.n_heads)
-            kv["k"] = k if "k" not in kv else torch.cat([kv["k"], k], dim=2)  # (B, h, i + 1, d_h)
-            kv["v"] = v if "v" not in kv else torch.cat([kv["v"], v], dim=2)
-            out, _ = attention(split_heads(attn.w_q(a), attn.n_heads), kv["k"], kv["v"])
-            h = h + attn.w_o(combine_heads(out))
-            h = h + block.mlp(block.norm2(h))
+            h = block.step(h, kv)  # extends kv to (B, n_heads, i + 1, d_head)
         return self.head(self.norm(h[:, 0]))
 
 

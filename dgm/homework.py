@@ -380,22 +380,14 @@ def transformer_test_bpd(model: nn.Module, tokens: Tensor, batch_size: int = 250
 
 
 @torch.no_grad()
-def next_logits(model: PixelTransformer, token: Tensor, cache: list[list[Tensor]]) -> Tensor:
+def next_logits(model: PixelTransformer, token: Tensor, cache: list[dict[str, Tensor]]) -> Tensor:
     """Logits (B, 16) of the pixel after ``token`` (B,), the next token of the sequences whose keys and
-    values ``cache`` holds (one [keys, values] pair per block, each (B, n_heads, L, d_head), or empty
-    lists at the start): the last position of ``model(sequence)``, without recomputing the past."""
-    from dgm.sequence import attention, combine_heads, split_heads
-
-    pos = cache[0][0].shape[2] if cache and cache[0] else 0
+    values ``cache`` holds (one dict per block, see ``TransformerBlock.step``; empty dicts at the
+    start): the last position of ``model(sequence)``, without recomputing the past."""
+    pos = cache[0]["k"].shape[2] if cache and cache[0] else 0
     x = model.embed(token)[:, None] + model.pe[pos]  # (B, 1, d_model)
     for block, kv in zip(model.blocks, cache):
-        h, mha = block.norm1(x), block.attn
-        q, k, v = (split_heads(w(h), mha.n_heads) for w in (mha.w_q, mha.w_k, mha.w_v))
-        if kv:
-            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
-        kv[:] = [k, v]
-        x = x + mha.w_o(combine_heads(attention(q, k, v)[0]))  # the new query sees every key so far
-        x = x + block.mlp(block.norm2(x))
+        x = block.step(x, kv)
     return model.head(model.norm(x))[:, 0]
 
 
@@ -404,7 +396,7 @@ def transformer_samples(model: PixelTransformer, n: int, temperature: float = 1.
     """``n`` images (n, 1, 28, 28) in [0, 1] drawn pixel by pixel from ``model`` (keys and values cached)."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    cache: list[list[Tensor]] = [[] for _ in model.blocks]
+    cache: list[dict[str, Tensor]] = [{} for _ in model.blocks]
     token = torch.full((n,), BOS, dtype=torch.long)
     drawn = []
     for _ in range(SIDE * SIDE):

@@ -278,6 +278,21 @@ class TransformerBlock(nn.Module):
         x = self.norm1(x + self.attn(x, mask=mask)[0])
         return self.norm2(x + self.mlp(x))
 
+    def step(self, x: Tensor, cache: dict[str, Tensor]) -> Tensor:
+        """One new position ``x`` (B, 1, d_model) through a pre-norm block, attending to itself
+        and to the earlier positions whose keys and values ``cache`` holds (``"k"``, ``"v"``,
+        each (B, n_heads, L, d_head); an empty dict at the start), which it extends: the last row
+        of :meth:`forward` under a causal mask, for one token's work instead of L + 1 tokens'."""
+        if not self.norm_first:
+            raise ValueError("the key-value cache is written for pre-norm blocks")
+        a, attn = self.norm1(x), self.attn
+        k, v = split_heads(attn.w_k(a), attn.n_heads), split_heads(attn.w_v(a), attn.n_heads)
+        cache["k"] = k if "k" not in cache else torch.cat([cache["k"], k], dim=2)
+        cache["v"] = v if "v" not in cache else torch.cat([cache["v"], v], dim=2)
+        out, _ = attention(split_heads(attn.w_q(a), attn.n_heads), cache["k"], cache["v"])
+        x = x + attn.w_o(combine_heads(out))
+        return x + self.mlp(self.norm2(x))
+
     @classmethod
     def from_torch(cls, layer: nn.TransformerEncoderLayer) -> TransformerBlock:
         """A copy of a batch-first ``nn.TransformerEncoderLayer`` (ReLU or GELU); dropout is not

@@ -21,10 +21,10 @@ import torch
 
 from autograder import grade
 from autograder.release import render
-from benchmarks.mutations import reference_submission
 from dgm.data import load_dataset
 from dgm.homework import EpsModel, WeightsError, load_eps_model, mlp_forward, mlp_layers
 from dgm.memorisation import copy_share
+from edited_submissions import auto_tests, edited_reference
 
 #: cell id -> (text of the reference solution, what the attacker wrote instead)
 ATTACKS = {
@@ -65,20 +65,10 @@ ATTACKS = {
 }
 
 
-def _submission(name: str, edits: dict[str, tuple[str, str]]):
-    nb = reference_submission(name)
-    for cell in nb.cells:
-        if cell.get("id") in edits:
-            old, new = edits[cell.id]
-            assert old in cell.source, f"{name}/{cell.id}: the reference solution changed: {old!r}"
-            cell.source = cell.source.replace(old, new)
-    return nb
-
-
 def _grade(name: str, tmp_path_factory) -> tuple[str, Path]:
     subs, out = tmp_path_factory.mktemp(f"{name}-subs"), tmp_path_factory.mktemp(f"{name}-out")
     for student, edits in ATTACKS[name].items():
-        (subs / f"{student}.ipynb").write_text(render(_submission(name, edits)))
+        (subs / f"{student}.ipynb").write_text(render(edited_reference(name, edits)))
     code = grade.main(["--assignment", name, str(subs), "--out", str(out), "--profile", "smoke",
                        "--device", "cpu", "--jobs", "2", "--no-progress"])
     assert code == 0
@@ -145,9 +135,7 @@ def test_attacks_on_one_item_leave_the_other_items_their_points(graded):
                 "training_images": {"vae-train", "vae-latents", "ddpm-sample"},
                 "plot_wrong_pixels": {"ddpm-plot"}, "posterior_divides_by_zero": {"ddpm-posterior"}}
     for student in ATTACKS[name]:
-        data = json.loads((out / student / "results.json").read_text())
-        lost = {t["name"] for t in data["tests"] if t.get("max_score", 0) > 0
-                and "(written)" not in t["name"] and t["score"] < t["max_score"]}
+        lost = {t["name"] for t in auto_tests(out, student) if t["score"] < t["max_score"]}
         assert lost <= attacked[student], (student, lost)
 
 

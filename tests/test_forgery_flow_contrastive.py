@@ -27,6 +27,7 @@ import pytest
 from autograder import grade
 from autograder.release import render
 from benchmarks.mutations import reference_submission
+from edited_submissions import auto_tests, edited_reference
 
 #: (assignment, graded cell, text of the reference, what the submission writes instead, item that must lose)
 CHANGES = {
@@ -47,17 +48,11 @@ CHANGES = {
 
 def _submission(key: str):
     name, cell_id, old, new, _ = CHANGES[key]
-    nb = reference_submission(name)
-    cell = next(c for c in nb.cells if c.get("id") == cell_id)
-    assert old in cell.source, f"{key}: the reference no longer contains {old!r}"
-    cell.source = cell.source.replace(old, new)
-    return nb
+    return edited_reference(name, {cell_id: (old, new)})
 
 
 def _scores(out: Path, student: str) -> dict[str, tuple[float, float]]:
-    data = json.loads((out / student / "results.json").read_text())
-    return {t["name"]: (t["score"], t["max_score"]) for t in data["tests"]
-            if "(written)" not in t["name"] and t.get("max_score", 0) > 0}
+    return {t["name"]: (t["score"], t["max_score"]) for t in auto_tests(out, student)}
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ instructor's model those verdicts use (dgm/homework.py) against closed forms.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from autograder import grade
 from autograder.notebook_format import read_notebook
 from autograder.release import render
 from benchmarks.mutations import reference_submission
+from edited_submissions import auto_tests, edited_reference
 from dgm import homework
 from dgm.homework import (
     FM_FREQUENCIES,
@@ -60,17 +60,11 @@ ATTACKS = {
 
 
 def _submission(student: str):
-    nb = reference_submission("flow_matching")
-    cell = next(c for c in nb.cells if c.get("id") == "fm-train")
-    assert TRAIN_LINE in cell.source, "the reference training cell changed"
-    cell.source = cell.source.replace(TRAIN_LINE, ATTACKS[student])
-    return nb
+    return edited_reference("flow_matching", {"fm-train": (TRAIN_LINE, ATTACKS[student])})
 
 
 def _scores(out: Path, student: str) -> dict[str, tuple[float, float, str]]:
-    data = json.loads((out / student / "results.json").read_text())
-    return {t["name"]: (t["score"], t["max_score"], t.get("output", "")) for t in data["tests"]
-            if "(written)" not in t["name"] and t.get("max_score", 0) > 0}
+    return {t["name"]: (t["score"], t["max_score"], t.get("output", "")) for t in auto_tests(out, student)}
 
 
 @pytest.fixture(scope="module")

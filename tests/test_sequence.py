@@ -246,3 +246,17 @@ def test_every_profile_builds_the_chapters_models():
         cfg = select(SETTINGS, profile)
         model = LanguageModel("transformer", 12, cfg.d_model, cfg.n_heads, cfg.n_layers)
         assert model(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 12)
+
+
+def test_block_step_with_a_cache_equals_the_causal_forward_row_by_row():
+    torch.manual_seed(3)
+    block = TransformerBlock(16, 4).eval()
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        full = block(x, causal_mask(7))
+        cache: dict = {}
+        rows = torch.cat([block.step(x[:, i:i + 1], cache) for i in range(7)], dim=1)
+    assert cache["k"].shape == (2, 4, 7, 4)
+    torch.testing.assert_close(rows, full, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pre-norm"):
+        TransformerBlock(16, 4, norm_first=False).step(x[:, :1], {})
