@@ -22,6 +22,11 @@ Executor = Literal["local", "slurm"]
 #: Per-cell timeout in seconds by profile: the homework contract allows 120 s per cell in
 #: smoke on 2 cores; cpu and full runs train for minutes in one cell.
 CELL_TIMEOUT: dict[str, float] = {"smoke": 120.0, "cpu": 900.0, "full": 900.0}
+#: The whole notebook's time budget in seconds by profile (every cell, re-runs after a crash
+#: included): about ten times what the reference solutions take under nbval (under 60 s in smoke,
+#: under 5 min in cpu on 2 cores), so that a submission whose loops never end costs minutes, not
+#: one cell timeout per cell. Cells the budget does not reach are not run, and say so.
+NOTEBOOK_TIMEOUT: dict[str, float] = {"smoke": 600.0, "cpu": 2700.0, "full": 3600.0}
 
 
 def resolve_device(device: str) -> str:
@@ -92,6 +97,7 @@ class GradeConfig:
     profile: str = "smoke"                 # what the students were told to run
     device: str = "cpu"                    # resolved: cpu or cuda, never auto
     timeout: float = CELL_TIMEOUT["smoke"]  # per cell, seconds
+    notebook_timeout: float | None = None  # the whole notebook, seconds; None: NOTEBOOK_TIMEOUT
     kernel_name: str = "python3"           # the grader's kernel, whatever the notebook names
     keep_work: bool = False                # keep the per-submission folders (debugging)
     memory_mb: int | None = 6144           # per submission; None or 0: no limit
@@ -122,6 +128,9 @@ class GradeConfig:
         if not self.timeout > 0:
             raise ValueError(f"--timeout must be a positive number of seconds, got "
                              f"{self.timeout!r}")
+        if self.notebook_timeout is not None and not self.notebook_timeout > 0:
+            raise ValueError(f"--notebook-timeout must be a positive number of seconds, got "
+                             f"{self.notebook_timeout!r}")
         if not self.max_bytes > 0:
             raise ValueError("--max-size-mb must be positive")
         for name, value in (("--memory-mb", self.memory_mb), ("--max-procs", self.max_procs),
@@ -147,6 +156,11 @@ class GradeConfig:
         ``out``, which compute nodes must see anyway."""
         return Path(self.out) / "slurm"
 
+    @property
+    def notebook_budget(self) -> float:
+        """Seconds the whole notebook may run (``--notebook-timeout``, else the profile's)."""
+        return self.notebook_timeout or NOTEBOOK_TIMEOUT[self.profile]
+
     @classmethod
     def from_args(cls, args) -> GradeConfig:
         """The configuration from ``grade``'s parsed arguments (:func:`autograder.grade.
@@ -162,6 +176,7 @@ class GradeConfig:
             out=Path(args.out), source_dir=Path(args.source), jobs=args.jobs,
             profile=profile, device=device,
             timeout=CELL_TIMEOUT[profile] if args.timeout is None else args.timeout,
+            notebook_timeout=getattr(args, "notebook_timeout", None),
             kernel_name=args.kernel_name, keep_work=args.keep_work, memory_mb=args.memory_mb,
             max_procs=args.max_procs, disk_mb=args.disk_mb, sandbox=not args.insecure_no_sandbox,
             require_full_marks=args.require_full_marks, progress=not args.no_progress,

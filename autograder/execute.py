@@ -114,9 +114,8 @@ def run_until_done(nb, workdir: Path, cfg: GradeConfig, env: dict, limits: Limit
     The records of the cells up to the culprit come from the first run, those after it from
     the re-run; timings add up.
     """
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    total = cfg.timeout * len(code) + 120.0
-    run = run_notebook(nb, workdir / "run0", cell_timeout=cfg.timeout, total_timeout=total,
+    budget = cfg.notebook_budget  # shared by the first run and the re-runs
+    run = run_notebook(nb, workdir / "run0", cell_timeout=cfg.timeout, budget=budget,
                        env=env, kernel_name=cfg.kernel_name, limits=limits)
     for attempt in range(1, attempts + 1):
         culprit = _culprit(run.cells)
@@ -125,8 +124,8 @@ def run_until_done(nb, workdir: Path, cfg: GradeConfig, env: dict, limits: Limit
         nb = copy.deepcopy(nb)
         [c for c in nb.cells if c.cell_type == "code"][culprit].source = NOT_RUN_AGAIN
         again = run_notebook(nb, workdir / f"run{attempt}", cell_timeout=cfg.timeout,
-                             total_timeout=total, env=env, kernel_name=cfg.kernel_name,
-                             limits=limits)
+                             budget=max(budget - run.wall_s, 1.0), env=env,
+                             kernel_name=cfg.kernel_name, limits=limits, budget_total=budget)
         first = [c for c in run.cells if c["index"] <= culprit]
         later = [c for c in again.cells if c["index"] > culprit]
         executed = again.executed

@@ -4,7 +4,7 @@
 
     python -m autograder grade --assignment vae SUBMISSION... --out DIR
         [--jobs N] [--device auto|cpu|cuda] [--profile smoke|cpu|full]
-        [--source solutions/] [--timeout S] [--require-full-marks]
+        [--source solutions/] [--timeout S] [--notebook-timeout S] [--require-full-marks]
         [--memory-mb MB] [--max-procs N] [--max-size-mb MB] [--regrade]
         [--executor local|slurm [--partition P] [--gpus-per-job N] [--time MIN]
          [--mem-gb G] [--cpus-per-task N] [--array-parallelism K]]
@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of instructor source notebooks (default solutions/)")
     p.add_argument("--timeout", type=float, default=None,
                    help="per-cell timeout in seconds (default: 120 smoke, 900 cpu and full)")
+    p.add_argument("--notebook-timeout", type=float, default=None,
+                   help="time budget of a whole notebook in seconds, re-runs included; cells it "
+                        "does not reach are not run, and the feedback says so (default: 600 "
+                        "smoke, 2700 cpu, 3600 full)")
     p.add_argument("--kernel-name", default="python3", help="Jupyter kernel to run (python3)")
     p.add_argument("--keep-work", action="store_true", help="keep the per-submission folders")
     p.add_argument("--memory-mb", type=int, default=6144,

@@ -80,17 +80,19 @@ fi
 KERNEL_USER="${DGM_GRADESCOPE_USER:-$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["user"])' "$SRC/gradescope.json")}"
 [ -x "$ROOT/venv/bin/python" ] || python3 -m venv "$ROOT/venv"
 "$ROOT/venv/bin/python" -m pip install --no-input --disable-pip-version-check -r "$SRC/requirements.txt"
-# What the kernel may read, outside the source: the course packages, the data, the classifier.
+# What the kernel may read: the Python installation, the data, the classifier. Of the course
+# packages it gets a copy without the modules that hold reference answers, made per run by the
+# grader (autograder.sandbox.KERNEL_MODULES); the packages themselves, like the source (hidden
+# checks), only root reads.
 rm -rf "$ROOT/course" "$ROOT/data" "$ROOT/cache"
 cp -r "$SRC/course" "$ROOT/course"
 cp -r "$SRC/data" "$ROOT/data"
 cp -r "$SRC/cache" "$ROOT/cache"
-chmod -R a+rX "$ROOT/course" "$ROOT/data" "$ROOT/cache" "$ROOT/venv"
-# The kernel's user, and a source (hidden checks) only root reads.
+chmod -R a+rX "$ROOT/data" "$ROOT/cache" "$ROOT/venv"
 if [ "$(id -u)" = 0 ]; then
     id -u "$KERNEL_USER" >/dev/null 2>&1 || useradd --system --no-create-home \
         --shell /usr/sbin/nologin "$KERNEL_USER"
-    chmod -R go-rwx "$SRC"
+    chmod -R go-rwx "$SRC" "$ROOT/course"
 fi
 PYTHONPATH="$ROOT/course" "$ROOT/venv/bin/python" -c "import autograder, dgm, nbval, torch"
 echo "setup.sh: the autograder is installed in $ROOT"

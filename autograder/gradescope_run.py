@@ -46,6 +46,10 @@ RESULTS = "results/results.json"
 VISIBILITIES = ("visible", "after_published")
 
 
+#: Seconds of Gradescope's limit kept, after the notebook's budget, for the verdicts (which
+#: load weights and draw samples) and for writing results.json.
+VERDICT_RESERVE_S = 120.0
+
 def gradescope_root() -> Path:
     return Path(os.environ.get("DGM_AUTOGRADER_ROOT", "/autograder"))
 
@@ -149,6 +153,8 @@ def grade_submission(root: Path, started: float) -> dict:
             assignment=package["assignment"], submissions=(str(sub.path),), out=out,
             source_dir=root / "source" / "solutions", jobs=1, profile=package["profile"],
             device="cpu", timeout=max(10.0, min(CELL_TIMEOUT[package["profile"]], left)),
+            # the notebook stops in time for the verdicts and results.json (VERDICT_RESERVE_S)
+            notebook_timeout=max(10.0, left - VERDICT_RESERVE_S),
             memory_mb=package["kernel_memory_mb"], max_procs=256,
             disk_mb=package["kernel_disk_mb"], sandbox=problem is None, progress=False,
             run_as=user, max_threads=package["threads"])

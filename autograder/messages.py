@@ -72,13 +72,16 @@ def describe_cell(rec, what: str, timeout: float, secret: list[str]) -> str | No
     if rec.status == "passed":
         return None
     if rec.status == "timeout":
+        if rec.evalue:  # cut short by the notebook's time budget
+            return (f"{what} was stopped: {rec.evalue}. Is a loop not ending, or is the "
+                    "notebook too slow for this profile?")
         return (f"{what} did not finish within {timeout:g} s and was stopped: is a loop not "
                 "ending, or is it too slow for this profile?")
     if rec.status == "crashed":
         return (f"{what} stopped the Python kernel (a crash, or it ran out of memory); the "
                 "cells after it were run again without it.")
     if rec.status == "skipped":
-        return f"{what} was skipped."
+        return f"{what} was {rec.evalue}." if rec.evalue else f"{what} was skipped."
     if rec.status == "error":
         return (f"{what} could not run: the Python kernel had stopped (it crashed, ran out of "
                 "memory, or did not recover from an earlier timeout).")

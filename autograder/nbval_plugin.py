@@ -16,7 +16,9 @@ has read it.
 
 For every nbval cell item it records (as :class:`autograder.execute.CellRecord` reads it):
 the cell's index, id; ``status`` (passed, failed, timeout, crashed: the kernel died while running
-it, error: the kernel was already dead, skipped); ``ename`` and ``evalue``
+it, error: the kernel was already dead, skipped: among others, not reached within the
+notebook's time budget, ``DGM_GRADER_BUDGET`` seconds, which also shortens the timeout of the
+cell running when it runs out; ``evalue`` then says so); ``ename`` and ``evalue``
 of the exception the cell raised (only those: never nbval's failure report, which prints the
 cell source, nor the traceback); the cell's duration; and for a hidden check the measurements
 it published (:mod:`autograder.observe`), from which the grader decides its verdict.
@@ -74,7 +76,8 @@ def _bounded_outputs(outputs) -> list:
         kept.append(out)
     return kept
 
-_state: dict = {"fd": None, "cells": [], "nb": None, "started": None}
+_state: dict = {"fd": None, "cells": [], "nb": None, "started": None, "deadline": None,
+                "cut": None}
 
 
 def _undumpable() -> None:
@@ -94,6 +97,10 @@ def pytest_configure(config):
     nbval_patches.apply(sandbox=os.environ.pop("DGM_GRADER_SANDBOX", None) or None)
     _undumpable()
     _state["started"] = time.perf_counter()
+    budget = os.environ.pop("DGM_GRADER_BUDGET", "")
+    _state["total"] = os.environ.pop("DGM_GRADER_BUDGET_TOTAL", "") or budget
+    _state["deadline"] = _state["started"] + float(budget) if budget else None
+    _state["cell_timeout"] = config.option.nbval_cell_timeout
 
 
 def pytest_collection_finish(session):
@@ -117,6 +124,25 @@ def pytest_runtest_setup(item):
         return
     nbval_patches.prepare_cell(item)
     _state["nb"] = getattr(item.parent, "nb", None)
+    _apply_budget(item)
+
+
+#: What a cell the notebook's time budget did not reach, or cut short, says.
+BUDGET_SKIP = "not run: the notebook used up its time budget of {total} s before this cell"
+BUDGET_CUT = "the notebook's time budget of {total} s ran out while this cell ran"
+
+
+def _apply_budget(item) -> None:
+    """Give the cell what is left of the notebook's budget as its timeout (at most the cell
+    timeout), or do not run it when nothing is left."""
+    if _state.get("deadline") is None:
+        return
+    left = _state["deadline"] - time.perf_counter()
+    if left < 1.0:
+        pytest.skip(BUDGET_SKIP.format(total=_state["total"]))
+    cut = left < _state["cell_timeout"]
+    item.config.option.nbval_cell_timeout = left if cut else _state["cell_timeout"]
+    _state["cut"] = item.cell_num if cut else None
 
 
 def _error_output(outputs):
@@ -170,11 +196,15 @@ def pytest_runtest_makereport(item, call):
         err = _error_output(outputs)
         if call.excinfo.errisinstance(pytest.skip.Exception):
             record["status"] = "skipped"
+            if text.startswith(BUDGET_SKIP[:12]):
+                record["evalue"] = text
         elif nbval_patches.kernel_died(getattr(item.parent, "kernel", None)):
             record["status"] = "crashed"
         elif "Timeout" in text or (err is not None and err.get("ename") == "KeyboardInterrupt"
                                    and getattr(item.parent, "timed_out", False)):
             record["status"] = "timeout"
+            if _state.get("cut") == item.cell_num:
+                record["evalue"] = BUDGET_CUT.format(total=_state["total"])
         elif err is not None:
             record["status"] = "failed"
             record["ename"] = str(err.get("ename"))[:200]

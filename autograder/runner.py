@@ -10,15 +10,18 @@ auto-loading off (no stray plugins from the environment) and an empty ``pytest.i
 project settings). pytest and the kernel get an environment built from an allow-list
 (:func:`kernel_env`), never the grader's own: ``DGM_PROFILE``, ``DGM_DEVICE``, ``DGM_DATA``
 and ``DGM_CACHE`` (the instructor's data and model cache, resolved here), ``PYTHONPATH`` (the
-course packages), ``PYTHONHASHSEED=0``, ``MPLBACKEND=Agg``, a thread count that shares the
+kernel's copy of the course packages, :func:`autograder.sandbox.kernel_packages`, which lacks the
+modules holding reference answers), ``PYTHONHASHSEED=0``, ``MPLBACKEND=Agg``, a thread count that shares the
 cores between parallel jobs, the GPU given, and HOME and the temporary folders in the kernel's
 folder. The results and the executed notebook are written outside the kernel's folder, to
 paths the kernel cannot reach: one JSON document on a pipe, read only when pytest exits
 normally (see :mod:`autograder.nbval_plugin`). The kernel runs in a bubblewrap sandbox
 (:mod:`autograder.sandbox`) with the :class:`Limits` given; a run that asks for isolation where
 bubblewrap cannot run raises :class:`autograder.sandbox.SandboxUnavailable` instead of running
-unsandboxed. The whole run is bounded too: after ``total_timeout`` seconds its process group
-(pytest and the sandbox launcher, hence the kernel) is killed.
+unsandboxed. The whole run has a time budget: the plugin shortens the timeout of the cell
+running when it runs out and does not run the cells after it (their records say why), and
+:data:`BUDGET_MARGIN` seconds later the process group (pytest and the sandbox launcher, hence
+the kernel) is killed.
 """
 
 from __future__ import annotations
@@ -89,11 +92,12 @@ def kernel_env(profile: str, device: str, threads: int | None = None,
     temporary folders, in the kernel's folder."""
     from dgm.paths import data_root, default_cache_dir  # no torch in the grader's process
 
-    roots = list(dict.fromkeys(str(p.parent) for p in _sandbox.package_dirs()))
     env = {"PATH": os.pathsep.join(dict.fromkeys([str(Path(sys.executable).parent),
                                                   "/usr/local/bin", "/usr/bin", "/bin"])),
            "LANG": "C.UTF-8", "USER": "student", "LOGNAME": "student",
-           "PYTHONPATH": os.pathsep.join(roots),
+           # the kernel's own copy of the course packages, without the modules that hold
+           # reference answers (autograder.sandbox.KERNEL_MODULES)
+           "PYTHONPATH": str(_sandbox.kernel_packages()),
            # The kernel's HOME is its own folder: hand it the instructor's data and model cache
            # explicitly, read-only in the sandbox, so it neither downloads nor retrains.
            "DGM_DATA": str(data_root()), "DGM_CACHE": str(default_cache_dir().resolve()),
@@ -120,10 +124,18 @@ class Limits:
     user: str | None = None       # a grader running as root runs the kernel as this user
 
 
-def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float,
+#: Seconds the whole run may take beyond its budget (pytest's start and end, the kernel's
+#: interrupt) before its process group is killed: a kill loses the results, so the plugin's own
+#: budget (which skips the cells it does not reach) must always come first.
+BUDGET_MARGIN = 120.0
+
+
+def run_notebook(nb, workdir: Path, *, cell_timeout: float, budget: float,
                  env: dict[str, str], kernel_name: str = "python3",
-                 limits: Limits | None = None) -> RunResult:
-    """Execute ``nb`` with nbval in ``workdir`` (created, must be new or empty)."""
+                 limits: Limits | None = None, budget_total: float | None = None) -> RunResult:
+    """Execute ``nb`` with nbval in ``workdir`` (created, must be new or empty), in at most
+    ``budget`` seconds of cells (``budget_total``: the notebook's whole budget, for messages,
+    when this run has what an earlier run left of it)."""
     limits = limits or Limits()
     if limits.isolate:
         _sandbox.require(user=limits.user)
@@ -144,7 +156,11 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
         "status": str(status), "device": env.get("DGM_DEVICE", "cpu"), "user": limits.user,
         "cgroup_name": f"dgm-grader-{private.name}"}))
     read_fd, write_fd = os.pipe()
-    run_env = dict(own, DGM_GRADER_FD=str(write_fd), DGM_GRADER_SANDBOX=str(spec))
+    # pytest and the sandbox launcher (trusted, outside the sandbox) import the whole grader
+    roots = os.pathsep.join(dict.fromkeys(str(p.parent) for p in _sandbox.package_dirs()))
+    run_env = dict(own, PYTHONPATH=roots, DGM_GRADER_FD=str(write_fd), DGM_GRADER_SANDBOX=str(spec),
+                   DGM_GRADER_BUDGET=f"{budget:.3f}", DGM_GRADER_BUDGET_TOTAL=f"{budget_total or budget:g}")
+    total_timeout = budget + BUDGET_MARGIN
     (workdir / ".tmp").mkdir(exist_ok=True)
     cmd = [sys.executable, "-c", PYTEST_MAIN, nb_path.name, "-p", "nbval.plugin",
            "-p", "autograder.nbval_plugin", "-p", "no:cacheprovider", "--nbval-lax",
@@ -175,7 +191,8 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, total_timeout: float
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         log, _ = proc.communicate()
-        error = f"the notebook did not finish within {total_timeout:g} s and was stopped"
+        error = (f"the notebook did not finish within its time budget ({budget:g} s) and was "
+                 "stopped")
     finally:
         _kill_group(proc)  # the sandboxed kernel dies with its launcher, in pytest's group
         _ACTIVE.discard(proc)

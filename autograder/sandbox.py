@@ -28,8 +28,9 @@ The launcher applies the limits to itself, then execs ``bwrap`` (Debian's ``bubb
 which runs the kernel in new user, PID, network, IPC, UTS and cgroup namespaces, in a new
 session, with no capability, dying with its parent, with the environment of the spec only, and
 with a file system that holds only (:func:`bwrap_argv`): /usr and the /bin, /lib symlinks, the
-dynamic linker's cache, the Python installation and the course packages (read-only, not the
-repository around them), the data and the model cache (read-only), the kernel's own folder
+dynamic linker's cache, the Python installation and the kernel's copy of the course packages
+(read-only; see :data:`KERNEL_MODULES`: the modules holding reference answers are not in it, and
+neither is the repository), the data and the model cache (read-only), the kernel's own folder
 (writable), a private /tmp, a fresh /proc, and a minimal /dev with a private /dev/shm, plus,
 with CUDA, the one GPU the kernel was given. Nothing else exists: not other kernels' folders or
 sockets, not .git, not the solutions, not the output, not anyone's home.
@@ -133,24 +134,79 @@ def require(insecure: bool = False, user: str | None = None) -> None:
 
 
 def package_dirs() -> list[Path]:
-    """The folders of the course packages the kernel imports (``dgm``, ``autograder``)."""
+    """The folders of the course packages (``dgm``, ``autograder``) as installed here."""
     import autograder
     import dgm
 
     return [Path(m.__file__).resolve().parent for m in (dgm, autograder)]
 
 
+#: The course modules a grading kernel may import, per package: what the homework notebooks
+#: import (settings, data, plots, the evaluation harness, results, the pieces the homework hands
+#: out in :mod:`dgm.handout`), what those import, and the kernel's side of the hidden checks and
+#: of the sandbox (``observe``; ``sandbox``, which sets the process limit inside the namespace).
+#: Everything else is default-denied: the rest of ``dgm`` is the chapters' code and the
+#: grader's reference models, which implement what the homework asks students to write.
+KERNEL_MODULES = {"dgm": ("__init__", "config", "data", "evaluate", "handout", "paths",
+                          "plotting", "progress", "results"),
+                  "autograder": ("__init__", "observe", "sandbox")}
+DENIED_MODULE = "raise ImportError({message!r})\n"
+
+
+def _denied_message(package: str, module: str) -> str:
+    allowed = ", ".join(f"{package}.{m}" for m in KERNEL_MODULES[package] if m != "__init__")
+    if package == "dgm":
+        return (f"dgm.{module} cannot be imported while a homework is graded: it holds the course's "
+                "own code for what the homework asks you to write. Write that part yourself in the "
+                f"notebook (torch is available); a graded notebook may import {allowed}.")
+    return f"{package}.{module} is the grader's own code; a graded notebook may import {allowed}."
+
+
+def write_kernel_packages(dest: Path) -> Path:
+    """Write into ``dest`` (new or empty) the copy of the course packages a grading kernel sees:
+    the modules of :data:`KERNEL_MODULES` as they are, and in place of every other module of
+    the package one that raises ImportError saying why. No ``__pycache__`` is copied (compiled
+    code of a denied module would give it away). Everything is readable by all (a kernel may
+    run as another user); ``dest`` is returned, to be the kernel's ``PYTHONPATH``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for folder in package_dirs():
+        allowed = KERNEL_MODULES[folder.name]
+        target = dest / folder.name
+        target.mkdir()
+        for source in sorted(folder.glob("*.py")):
+            text = (source.read_text(encoding="utf-8") if source.stem in allowed else
+                    DENIED_MODULE.format(message=_denied_message(folder.name, source.stem)))
+            (target / source.name).write_text(text, encoding="utf-8")
+            (target / source.name).chmod(0o644)
+        target.chmod(0o755)
+    dest.chmod(0o755)
+    return dest
+
+
+@functools.cache
+def kernel_packages() -> Path:
+    """This process's copy of the kernel's course packages (:func:`write_kernel_packages`), in a
+    temporary folder removed when the process exits."""
+    import atexit
+    import tempfile
+
+    dest = Path(tempfile.mkdtemp(prefix="dgm-kernel-packages-"))
+    atexit.register(shutil.rmtree, dest, ignore_errors=True)
+    return write_kernel_packages(dest)
+
+
 def readonly_paths(env: dict[str, str]) -> list[str]:
     """What a kernel may read besides the system: the Python installation (``sys.prefix`` and
-    ``sys.base_prefix``, and site-packages folders elsewhere on ``sys.path``), the course
-    packages' own folders, the data and the model cache."""
+    ``sys.base_prefix``, and site-packages folders elsewhere on ``sys.path``), the folders on
+    its ``PYTHONPATH`` (for a grading kernel, :func:`kernel_packages`: never the repository or
+    the packages' own folders), the data and the model cache."""
     paths: list[Path] = []
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
         paths += [Path(prefix), Path(prefix).resolve()]
     # site-packages folders outside the prefixes (a .pth file or --system-site-packages)
     paths += [Path(p) for p in sys.path if p and Path(p).name in ("site-packages",
                                                                   "dist-packages")]
-    paths += package_dirs()
+    paths += [Path(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     paths += [Path(env[k]) for k in ("DGM_DATA", "DGM_CACHE") if env.get(k)]
     found = {str(p) for p in paths if p.exists()}
     return sorted(found, key=lambda p: (p.count("/"), p))  # parents before children
@@ -270,7 +326,11 @@ def launch(spec_path: str, cmd: list[str]) -> None:
     argv = bwrap_argv(spec, inner) if isolate else inner
     if user:
         drop_to(user, Path(spec["workdir"]))
-    os.execvp(argv[0], argv)
+    if isolate or not spec.get("env"):
+        os.execvp(argv[0], argv)
+    # unsandboxed (--insecure-no-sandbox): still the kernel's own environment, hence its own
+    # copy of the course packages, not the grader's
+    os.execvpe(argv[0], argv, dict(spec["env"]))
 
 
 def drop_to(user: str, workdir: Path) -> None:

@@ -15,6 +15,7 @@ import csv
 import importlib.util
 import json
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -361,3 +362,33 @@ def test_the_summary_shows_written_points_typed_in_after_a_regrade(graded, tmp_p
     printed = capsys.readouterr().out
     row = next(line for line in printed.splitlines() if line.split()[:1] == ["correct"])
     assert "1.5" in row.split() and "pending" not in row
+
+
+def test_a_notebook_out_of_time_keeps_what_ran_and_says_what_did_not(tmp_path):
+    """The whole notebook has a time budget (--notebook-timeout): the cell running when it runs
+    out is stopped, the cells after it are not run, and what ran before keeps its score."""
+    nb = nbformat.read(str(STUDENTS / "correct.ipynb"), as_version=4)
+    cell = next(c for c in nb.cells if c.get("id") == "toy-alpha-bar")
+    cell.source = "while True:\n    pass\n" + cell.source
+    sub = tmp_path / "subs" / "endless.ipynb"
+    sub.parent.mkdir()
+    nbformat.write(nb, str(sub))
+    out, budget = tmp_path / "out", 20
+    started = time.perf_counter()
+    assert grade.main(["--assignment", "toy", "--source", str(SOURCE), str(sub), "--out", str(out),
+                       "--device", "cpu", "--profile", "smoke", "--timeout", str(CELL_TIMEOUT),
+                       "--notebook-timeout", str(budget), "--no-progress"]) == 0
+    took = time.perf_counter() - started
+    assert _scores(out, "endless") == {**FULL, "alpha_bar": 0.0}
+    message = _item_output(out, "endless", "alpha_bar")
+    assert f"time budget of {budget:g} s ran out while this cell ran" in message, message
+    assert f"not run: the notebook used up its time budget of {budget:g} s" in message, message
+    assert took < budget + 60, f"grading took {took:.0f} s with a {budget} s budget"  # not the cell timeout
+
+
+def test_the_notebook_timeout_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        grade.main(["--assignment", "toy", "--source", str(SOURCE), str(STUDENTS / "correct.ipynb"),
+                    "--out", str(tmp_path), "--notebook-timeout", "0", "--no-progress"])
+    assert stop.value.code == 2
+    assert "--notebook-timeout must be a positive number of seconds" in capsys.readouterr().err
