@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,24 +35,52 @@ _NUMBER_RE = re.compile(r"^[(\[~≈]*(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(%?)[)\],
 
 # Facts of the data format, the same in every run, given as the number and the word after it.
 FORMAT_CONSTANTS = (
-    re.compile(r"^0\b"),          # a bound or an identity ("the loss cannot reach 0")
-    re.compile(r"^28\b"),         # a Fashion-MNIST image is 28 x 28
-    re.compile(r"^256\b"),        # grey levels of an 8-bit pixel
-    re.compile(r"^784\b"),        # pixels (dimensions) of one image
-    re.compile(r"^8 bits"),       # log2(256): the uniform density's bits/dim, the cost of a byte
+    re.compile(r"^0(?![.,]?\d)"),       # a bound or an identity ("the loss cannot reach 0")
+    re.compile(r"^28(?![.,]?\d)"),      # a Fashion-MNIST image is 28 x 28
+    re.compile(r"^256(?![.,]?\d)"),     # grey levels of an 8-bit pixel
+    re.compile(r"^784(?![.,]?\d)"),     # pixels (dimensions) of one image
+    re.compile(r"^8 bits"),             # log2(256): the uniform density's bits/dim, the cost of a byte
 )
 # A number directly followed by one of these counts something the experiment chose (a setting
 # of the profile), not something it measured: "10 labels per class", "400 steps".
 SETTING_NOUNS = ("labels", "label", "epochs", "epoch", "steps", "step", "layers", "layer",
                  "seeds", "seed", "modes", "classes", "class", "channels", "evaluations",
                  "draws")
+# A number directly after one of these is a setting too: "samples at temperature 1".
+SETTING_BEFORE = ("temperature", "temperatures")
 
 # Sentences allowed to hold a typed number near a measurement word, each with its reason.
 # Keys: (chapter, a fragment of the sentence that identifies it).
-ALLOWED: dict[tuple[str, str], str] = {}
+ALLOWED: dict[tuple[str, str], str] = {
+    ("evaluation", "A flow reports 1,250 nats per image"):
+        "an exercise's made-up input, converted by hand in its solution",
+}
 
-CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("*.md")
-                  if p.stem not in {"bibliography"})
+# Chapters whose prose another branch is rewriting with glue (issue #13 splits the book): the
+# test reports them as expected failures until that branch is merged, then this entry goes.
+PENDING = {
+    "vae": "glued by the VAE/flows restructuring branch",
+    "flows": "glued by the VAE/flows restructuring branch",
+}
+
+
+def _front_matter(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    return yaml.safe_load(text.split("---")[1]) if text.startswith("---") else {}
+
+
+def _chapters() -> list[str]:
+    """Pages a reader runs: those with a kernel whose launch buttons are on (not the homework and
+    instructor pages, which run no experiment and quote the benchmarks with their source)."""
+    pages = []
+    for path in sorted((ROOT / "book").glob("*.md")):
+        front = _front_matter(path)
+        if "kernelspec" in front and front.get("launch_buttons", True):
+            pages.append(path.stem)
+    return pages
+
+
+CHAPTERS = _chapters()
 
 
 @dataclass(frozen=True)
@@ -186,6 +215,8 @@ def typed_numbers(chapter: str, text: str) -> list[Finding]:
             if after and after[0].strip(",;:.()").lower() in SETTING_NOUNS:
                 continue
             before = words[max(0, i - WINDOW):i]
+            if before and before[-1].lower() in SETTING_BEFORE:
+                continue
             near = [w for j, w in enumerate(before + after)
                     if not _after_per(before + after, j)]
             if number.group(2) or any(_MEASURE_RE.match(w) for w in near):
@@ -193,10 +224,76 @@ def typed_numbers(chapter: str, text: str) -> list[Finding]:
     return findings
 
 
-def test_no_chapter_types_an_experiment_number_into_its_prose():
-    findings = []
-    for chapter in CHAPTERS:
-        findings += typed_numbers(chapter, (ROOT / "book" / f"{chapter}.md").read_text())
+@pytest.mark.parametrize("chapter", [
+    pytest.param(c, marks=pytest.mark.xfail(reason=PENDING[c])) if c in PENDING else c
+    for c in CHAPTERS])
+def test_chapter_prose_has_no_typed_experiment_number(chapter):
+    findings = typed_numbers(chapter, (ROOT / "book" / f"{chapter}.md").read_text())
     assert not findings, ("numbers typed into prose next to a measured quantity; glue them from "
                           "the code (or add the sentence to ALLOWED with a reason):\n"
                           + "\n".join(map(str, findings)))
+
+
+def test_every_allowed_sentence_still_exists():
+    """An allow-list entry whose sentence is gone would silently excuse a future one."""
+    for chapter, fragment in ALLOWED:
+        assert fragment in (ROOT / "book" / f"{chapter}.md").read_text(), (chapter, fragment)
+
+
+# The scanner itself, on planted text: it must catch the slips it exists for.
+
+PLANTED = """---
+kernelspec:
+  name: python3
+---
+# A chapter
+
+Some theory with $x = 12$ bits in math and a paper's 81.3 % accuracy {cite}`someone2020`.
+
+```{code-cell} ipython3
+print("Frechet distance 51 for the GAN")  # code is not prose
+```
+
+The measured Frechet distances were {glue:text}`fd_real:.0f` for real images and
+{glue:text}`fd_gan:.0f` for the GAN, on {glue:text}`n_test:,d` test images.
+We probe with 10 labels per class at temperature 1 over 400 steps.
+"""
+
+
+def _numbers(text: str) -> list[str]:
+    return [f.number for f in typed_numbers("planted", text)]
+
+
+def test_scanner_passes_glued_numbers_code_math_citations_and_settings():
+    assert _numbers(PLANTED) == []
+
+
+@pytest.mark.parametrize("slip, number", [
+    ("The measured Frechet distances were 8 for real images and 51 for the GAN.", "51"),
+    ("The measured Frechet distances were 8 for real images and 51 for the GAN.", "8"),
+    ("On these 443 test images the model scores well.", "443"),
+    ("The probe reached 69 % at ten labels per class.", "69"),
+    ("The PixelCNN scores 3.52 bits/dim on the test set.", "3.52"),
+    ("Training took 274 seconds on two cores.", "274"),
+    ("Its final loss was\n0.031, lower than before.", "0.031"),
+])
+def test_scanner_catches_a_planted_slip(slip, number):
+    text = PLANTED + "\n" + slip + "\n"
+    found = typed_numbers("planted", text)
+    assert number in [f.number for f in found], slip
+    assert all(f.line == len(PLANTED.splitlines()) + 2 for f in found)
+
+
+def test_scanner_catches_a_slip_planted_in_a_real_chapter():
+    text = (ROOT / "book" / "comparison.md").read_text()
+    lines = text.splitlines()
+    at = lines.index("## Self-test")
+    lines[at:at] = ["In this run the DDPM reached a Frechet distance of 64 with the same harness.", ""]
+    found = typed_numbers("comparison", "\n".join(lines))
+    assert [(f.line, f.number) for f in found] == [(at + 1, "64")]
+
+
+def test_an_allowed_sentence_is_excused_and_only_it():
+    slip = "A flow reports 1,250 nats per image for a density over $[-1, 1]^{784}$."
+    assert typed_numbers("evaluation", PLANTED + "\n" + slip + "\n") == []
+    assert [f.number for f in typed_numbers("gans", PLANTED + "\n" + slip + "\n")] == ["1,250"]
