@@ -5,8 +5,11 @@ size of a data set) must come from the code that computes it, through myst-nb's 
 ``{glue:text}`` role; typed in, it contradicts the figure beside it in the smoke build and goes
 stale on the next run. The scan reads each chapter's Markdown prose only: code cells, math,
 inline code, roles (glue, eq, ref, ...) and any sentence that cites a paper (a number quoted from
-a paper carries its citation) are left out. A number in a sentence that also names a measured
-quantity is reported unless ALLOWED lists that sentence with a reason.
+a paper carries its citation) are left out. A number within WINDOW words of a word naming a
+measured quantity or its unit (MEASURE_WORDS, or a % sign) is reported, unless it is a fact of
+the data format (FORMAT_CONSTANTS), a setting ("10 labels per class", "temperature 1") or in a
+sentence that ALLOWED lists with its reason. The scan is a heuristic, so the tests at the end
+plant slips and check that it catches them.
 """
 
 from __future__ import annotations
