@@ -88,6 +88,8 @@ CHAPTERS = _chapters()
 
 @dataclass(frozen=True)
 class Finding:
+    """A typed number: its chapter, the first line of its paragraph, the number, the sentence."""
+
     chapter: str
     line: int
     number: str
@@ -101,8 +103,8 @@ _FENCE_RE = re.compile(r"^(`{3,}|:{3,})\s*(\{[^}]*\})?\s*(\S*)")
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:
-    """The Markdown prose of a MyST notebook as (line number, line) pairs, with front matter,
-    code cells, math blocks, plain code fences, directive options and HTML comments blanked."""
+    """The Markdown prose of a MyST notebook as (line number, line) pairs: front matter, code
+    cells, math blocks, plain code fences, directive options, labels and HTML comments left out."""
     lines = text.splitlines()
     out: list[tuple[int, str]] = []
     i = 0
@@ -168,7 +170,8 @@ _CITE_RE = re.compile(r"\{cite(:\w+)?\}`")
 
 
 def sentences(text: str) -> list[tuple[int, str]]:
-    """Prose sentences (joined across lines within a paragraph), each with its first line."""
+    """Prose sentences (joined across the lines of a paragraph), each with the line on which its
+    paragraph starts."""
     paragraphs: list[tuple[int, str]] = []
     start, buf, last = 0, [], -2
     for number, line in prose_lines(text):
