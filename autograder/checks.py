@@ -9,7 +9,7 @@ A hidden check cell has three sections, separated by two marker lines::
     mu, logvar, eps = (torch.randn(6, 3, generator=g) for _ in range(3))
     # --- student ---
     # runs in the student's kernel only: call the student's code, send what it returned
-    obs = observe(z=reparameterise(mu, logvar, eps))
+    obs = observe(z=reparameterize(mu, logvar, eps))
     # --- verdict ---
     # runs in the grader only, with the measurements in ``obs`` and the setup re-run
     assert torch.allclose(obs["z"], mu + torch.exp(0.5 * logvar) * eps, atol=1e-5), "..."

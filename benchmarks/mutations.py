@@ -58,8 +58,8 @@ MUTANTS: dict[str, Mutant] = {
         "kl = 0.5 * (mu.pow(2) + logvar.pow(2) - torch.log(logvar.pow(2) + 1e-8) - 1)",
         "KL written for sigma where the network gives log sigma^2"),
     "ddpm-alpha-for-alpha-bar": Mutant(
-        "ddpm", "ddpm-q-sample", "ddpm-q-sample", "ab = sched.alpha_bar[t].view(-1, 1, 1, 1)",
-        "ab = sched.alpha[t].view(-1, 1, 1, 1)", "alpha_t used where alpha_bar_t was meant"),
+        "ddpm", "ddpm-q-sample", "ddpm-q-sample", "alpha_bar_t = sched.alpha_bar[t].view(-1, 1, 1, 1)",
+        "alpha_bar_t = sched.alpha[t].view(-1, 1, 1, 1)", "alpha_t used where alpha_bar_t was meant"),
     "ddpm-posterior-var-off-by-one": Mutant(
         "ddpm", "ddpm-posterior", "ddpm-posterior",
         "beta_tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) * beta",
@@ -82,8 +82,8 @@ MUTANTS: dict[str, Mutant] = {
         "ddpm", "ddpm-plot", "ddpm-plot", "ax.imshow(image_grid(snapshots[t].clamp(-1, 1), nrow=nrow)",
         "ax.imshow(image_grid(snapshots[0].clamp(-1, 1), nrow=nrow)", "every panel shows x_0"),
     "flow-logdet-no-sum": Mutant(
-        "flow", "flow-coupling", "flow-coupling", "log_det = log_s.sum(dim=1)",
-        "log_det = log_s", "log-determinant not summed over dimensions"),
+        "flow", "flow-coupling", "flow-coupling", "logdet = s.sum(dim=1)",
+        "logdet = s", "log-determinant not summed over dimensions"),
     "flow-dequant-normal-noise": Mutant(
         "flow", "flow-dequant", "flow-dequant", "y = (k + torch.rand_like(x)) / 256",
         "y = (k + (0.5 + 0.3236 * torch.randn_like(x)).clamp(0, 0.9999)) / 256",

@@ -95,7 +95,7 @@ def test_forged_training_is_told_what_the_grader_measured(graded):
 
 # --- the instructor's models the verdicts load the weights into (dgm/homework.py) -------------
 
-def test_flow_net_inverts_and_its_log_det_is_the_autograd_jacobian():
+def test_flow_net_inverts_and_its_logdet_is_the_autograd_jacobian():
     import torch
 
     from dgm.homework import FlowNet
@@ -107,11 +107,11 @@ def test_flow_net_inverts_and_its_log_det_is_the_autograd_jacobian():
             p.normal_(0, 0.05)
     y = 0.1 + 0.8 * torch.rand(2, 784, dtype=torch.float64)
     flow = flow.double()
-    z, log_det = flow(y)
+    z, logdet = flow(y)
     assert torch.allclose(flow.inverse(z), y, atol=1e-9)
     jac = torch.autograd.functional.jacobian(lambda v: flow(v.unsqueeze(0))[0].squeeze(0), y[0],
                                              vectorize=True)
-    assert abs(log_det[0].item() - torch.linalg.slogdet(jac)[1].item()) < 1e-6
+    assert abs(logdet[0].item() - torch.linalg.slogdet(jac)[1].item()) < 1e-6
 
 
 def test_bits_per_dim_of_the_identity_couplings_at_one_half_is_the_closed_form():
