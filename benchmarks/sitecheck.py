@@ -4,10 +4,11 @@
 
 Serves HTML_DIR (default _build/smoke/_build/html) on 127.0.0.1, aborts every request to any
 other host (and counts it), opens every page and checks: no console errors, mathematics typeset
-by the site's own MathJax (no raw TeX left), every image loaded, the exercise/solution dropdowns
-open, every animation player (matplotlib's JavaScript slider player) shows a new frame when its
-"next frame" button is clicked and another when its slider is moved, and the search page finds a
-chapter by a word in it. Internal links and anchors are checked
+by the site's own MathJax, no raw Markdown table and no raw TeX left in the text a reader sees
+(outside code and typeset mathematics), exactly one visible search box, every image loaded, the
+exercise/solution dropdowns open, every animation player (matplotlib's JavaScript slider player)
+shows a new frame when its "next frame" button is clicked and another when its slider is moved,
+and the search page finds a chapter by a word in it. Internal links and anchors are checked
 from the HTML files. Screenshots of the home page and one page per chapter go to
 HTML_DIR/../screenshots. Writes benchmarks/results/site_check.json.
 
@@ -54,6 +55,9 @@ class SiteReport:
     broken_links: list[str] = field(default_factory=list)
     dropdown_failures: list[str] = field(default_factory=list)
     player_failures: list[str] = field(default_factory=list)
+    raw_tables: list[str] = field(default_factory=list)  # "page: line" of Markdown table syntax
+    raw_tex: list[str] = field(default_factory=list)  # "page: text" of TeX not typeset
+    search_boxes: dict[str, int] = field(default_factory=dict)  # page -> visible search boxes
     search_ok: bool = False
     dropdowns_opened: int = 0
     players: dict[str, int] = field(default_factory=dict)  # page -> players on it
@@ -68,7 +72,10 @@ class SiteReport:
             "console_errors": self.console_errors, "external_requests": self.external_requests,
             "untypeset_math": self.untypeset_math, "broken_images": self.broken_images,
             "broken_links": self.broken_links, "dropdown_failures": self.dropdown_failures,
-            "player_failures": self.player_failures,
+            "player_failures": self.player_failures, "raw_tables": self.raw_tables,
+            "raw_tex": self.raw_tex,
+            "search_boxes": [f"{page}: {n} visible search boxes, not 1"
+                             for page, n in self.search_boxes.items() if n != 1],
         }.items() if v}
         if not self.search_ok:
             found["search"] = ["the search page did not find the probability chapter for 'Jensen'"]
@@ -110,6 +117,59 @@ def check_links(html_dir: Path, pages: list[Path]) -> list[str]:
             elif anchor and path.suffix == ".html" and unquote(anchor) not in ids_of(path):
                 broken.append(f"{rel}: {href} (no anchor #{anchor})")
     return broken
+
+
+# What a reader sees as text: the article without code, typeset mathematics (MathJax's
+# mjx-container) and things never shown. Block elements start a new line, as in the browser.
+NOT_READ_AS_TEXT = ["script", "style", "noscript", "template", "pre", "code", "kbd", "samp", "svg",
+                    "math", "textarea", "mjx-container", "[hidden]"]
+BLOCKS = ["address", "article", "aside", "blockquote", "br", "caption", "dd", "details", "dialog",
+          "div", "dl", "dt", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5",
+          "h6", "header", "hr", "li", "main", "nav", "ol", "p", "section", "summary", "table", "tbody",
+          "td", "tfoot", "th", "thead", "tr", "ul"]
+# A Markdown table left as text: a row "| a | b |" or a rule "|---|" / "| :--- |".
+RAW_TABLE_ROW = re.compile(r"^\s*\|.*\|.*\|\s*$")
+RAW_TABLE_RULE = re.compile(r"\|\s*:?-{3,}:?\s*\|")
+# TeX left as text: $$, \frac{...}, \begin{...}, \( or \[ delimiters, any \command, or $...$.
+RAW_TEX = re.compile(r"\$\$|\\(?:begin|end)\{|\\[(\[]|(?<![\w\\])\\[A-Za-z]{2,}|\$[^$\n]+\$")
+
+
+def visible_text(html: str) -> list[str]:
+    """The lines of text a reader sees in a page's article (the whole body when there is no
+    article element), leaving out code, typeset mathematics and hidden elements."""
+    soup = BeautifulSoup(html, "html.parser")
+    root = soup.select_one("article") or soup.select_one("main") or soup.body or soup
+    for tag in root.select(", ".join(NOT_READ_AS_TEXT)):
+        tag.decompose()
+    for tag in root.find_all(BLOCKS):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    return [line.strip() for line in root.get_text("").split("\n") if line.strip()]
+
+
+def raw_markdown_tables(html: str) -> list[str]:
+    """Lines of a page's visible text that are Markdown table syntax, not a rendered table."""
+    return [line[:100] for line in visible_text(html)
+            if RAW_TABLE_ROW.match(line) or RAW_TABLE_RULE.search(line)]
+
+
+def raw_tex(html: str) -> list[str]:
+    """Pieces of TeX in a page's visible text: mathematics that MathJax did not typeset."""
+    return [match.group(0)[:100] for line in visible_text(html) for match in RAW_TEX.finditer(line)]
+
+
+# Every search entry point of the theme (the "Search Ctrl+K" field, the header's magnifier
+# button, a search form), counted when the browser lays it out with a size and shows it.
+COUNT_SEARCH_BOXES = """() => Array.from(document.querySelectorAll(
+        '.search-button__button, input[type=search], #searchbox input'))
+    .filter(e => !e.closest('dialog:not([open])'))
+    .filter(e => { const r = e.getBoundingClientRect(), s = getComputedStyle(e);
+                   return r.width > 0 && r.height > 0 && s.visibility !== 'hidden'; }).length"""
+
+
+def count_search_boxes(page) -> int:
+    """Search boxes a reader sees on the open Playwright ``page`` (scrolled anywhere)."""
+    return page.evaluate(COUNT_SEARCH_BOXES)
 
 
 # A player is matplotlib's to_jshtml output: <div class="animation"> holding the frame <img>, a
@@ -201,6 +261,10 @@ def check_site(html_dir: Path, screenshot_dir: Path | None = None) -> SiteReport
                         "() => Array.from(document.querySelectorAll('.math'))"
                         ".filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60))")
                     report.untypeset_math += [f"{rel}: {t}" for t in raw]
+                content = page.content()  # the page as the reader sees it, mathematics typeset
+                report.raw_tables += [f"{rel}: {line}" for line in raw_markdown_tables(content)]
+                report.raw_tex += [f"{rel}: {tex}" for tex in raw_tex(content)]
+                report.search_boxes[rel] = count_search_boxes(page)
                 players = page.locator("div.animation")
                 if players.count():
                     try:  # the players' scripts fill in their first frame just after parsing
@@ -269,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         "external_requests_blocked": len(report.external_requests),
         "untypeset_math": len(report.untypeset_math),
         "broken_images": len(report.broken_images),
+        "raw_markdown_table_lines": len(report.raw_tables),
+        "raw_tex_pieces": len(report.raw_tex),
+        "pages_without_exactly_one_search_box": sum(n != 1 for n in report.search_boxes.values()),
         "dropdowns_opened": report.dropdowns_opened,
         "players_checked": sum(report.players.values()),
         "players_responding": report.players_responding,

@@ -94,7 +94,7 @@ def plot_losses(history: Mapping[str, Sequence[float]], ax=None, xlabel: str = "
 @dataclass(frozen=True)
 class AnimationSettings:
     frames: int        # frames per player: enough steps to see the trend, few enough for a small page
-    dpi: int           # resolution of each frame, embedded in the page as a PNG
+    dpi: int           # pixels per inch of each frame's PNG; the page shows PLAYER_PX_PER_INCH
     n_images: int      # images (or image pairs) per frame of an image player
     n_points: int      # points per frame of a 2-D player
     interval_ms: int   # milliseconds between frames when the player plays
@@ -102,11 +102,21 @@ class AnimationSettings:
 
 ANIMATION_SETTINGS = {
     # smoke: a few coarse frames prove the players build and respond (about 0.1 s each)
-    "smoke": AnimationSettings(frames=5, dpi=60, n_images=4, n_points=500, interval_ms=500),
-    # cpu and full: smooth enough to follow a process step by step, still well under 1 MB a player
-    "cpu": AnimationSettings(frames=12, dpi=80, n_images=4, n_points=2000, interval_ms=400),
-    "full": AnimationSettings(frames=16, dpi=96, n_images=4, n_points=2000, interval_ms=300),
+    "smoke": AnimationSettings(frames=5, dpi=72, n_images=4, n_points=500, interval_ms=500),
+    # cpu and full: smooth enough to follow a process step by step, sharp at the size shown
+    # (dpi 100 = one PNG pixel per screen pixel), about 1 MB for the largest player
+    "cpu": AnimationSettings(frames=12, dpi=100, n_images=4, n_points=2000, interval_ms=400),
+    "full": AnimationSettings(frames=16, dpi=100, n_images=4, n_points=2000, interval_ms=300),
 }
+
+# A player is laid out in inches and shown at PLAYER_PX_PER_INCH CSS pixels per inch, whatever
+# its dpi: an image player PLAYER_WIDTH inches wide fills the book's text column (about 700 px),
+# and its labels, in PLAYER_FONT points, read like the page's own text (16 px).
+PLAYER_PX_PER_INCH = 100
+PLAYER_WIDTH = 7.0        # inches
+PLAYER_MAX_HEIGHT = 6.0   # inches: with its buttons below, a player fits a laptop's screen
+PLAYER_POINTS_SIZE = 5.0  # inches, the side of a square 2-D ("points") player
+PLAYER_FONT = 12          # points
 
 AnimationKind = Literal["images", "points"]
 ANIMATION_KINDS: tuple[str, ...] = get_args(AnimationKind)
@@ -122,9 +132,14 @@ _ICONS = {
 }
 
 
-def _offline_player(html: str) -> str:
-    """matplotlib's player HTML without its CDN stylesheet; raises if any other URL is left."""
+def _offline_player(html: str, width_px: int | None = None) -> str:
+    """matplotlib's player HTML without its CDN stylesheet, its frame shown ``width_px`` CSS
+    pixels wide (at most the column's width); raises if any URL is left."""
     html = _CDN_STYLESHEET.sub("", html)
+    if width_px is not None:
+        html = re.sub(r'<img id="(_anim_img\w+)">',
+                      rf'<img id="\1" style="width: {width_px}px; max-width: 100%; height: auto;">',
+                      html)
     for icon, char in _ICONS.items():
         html = html.replace(f'<i class="{icon}"></i>', f'<span aria-hidden="true">{char}</span>')
     left = re.findall(r"https?://[^\s\"'<>]+", html)
@@ -138,12 +153,28 @@ def _tick_centres(n: int, size: int, pad: int = 2) -> list[float]:
     return [pad + k * (size + pad) + (size - 1) / 2 for k in range(n)]
 
 
+def _image_player_size(grid_shape: tuple[int, int], row_labels: bool, col_labels: bool,
+                       titles: bool) -> tuple[float, float]:
+    """Figure size (inches) of an image player: the grid as wide as the column allows, or as
+    tall as PLAYER_MAX_HEIGHT allows, plus room for the labels and the title."""
+    left = 0.1 + (0.6 if row_labels else 0.0)
+    bottom = 0.1 + (0.35 if col_labels else 0.0)
+    top = 0.45 if titles else 0.1
+    gh, gw = grid_shape
+    width = PLAYER_WIDTH - left - 0.1
+    height = width * gh / gw
+    if height > PLAYER_MAX_HEIGHT - top - bottom:
+        height = PLAYER_MAX_HEIGHT - top - bottom
+        width = height * gw / gh
+    return (width + left + 0.1, height + top + bottom)
+
+
 def animate_frames(frames: Sequence, titles: Sequence[str] | None = None, *,
                    kind: AnimationKind = "images", nrow: int = 8,
                    row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
                    reference: np.ndarray | torch.Tensor | None = None,
                    lim: float | None = None, figsize: tuple[float, float] | None = None,
-                   tile: float = 0.6, dpi: int = 72, interval_ms: int = 400):
+                   dpi: int = 72, interval_ms: int = 400):
     """A slider player over ``frames`` that runs in the browser with no kernel; returns
     ``IPython.display.HTML``.
 
@@ -153,9 +184,10 @@ def animate_frames(frames: Sequence, titles: Sequence[str] | None = None, *,
     array drawn as a scatter plot on ``[-lim, lim]^2`` (default: the largest coordinate of any
     frame), over the grey ``reference`` points when given. ``titles`` (one per frame) are shown
     above the frame.
-    ``figsize`` defaults to ``tile`` inches per image (images) or 3.2 x 3.2 inches (points).
-    Frames are embedded in the page as PNGs of ``dpi`` dots per inch (matplotlib's
-    ``to_jshtml``), so keep them few and ``dpi`` low.
+    ``figsize`` (inches) defaults to the width of the book's column for images, capped in
+    height (see PLAYER_WIDTH), and to a PLAYER_POINTS_SIZE square for points. The page shows the
+    player at PLAYER_PX_PER_INCH pixels per inch, never wider than the column; its frames are
+    embedded as PNGs of ``dpi`` dots per inch (matplotlib's ``to_jshtml``), so keep them few.
     """
     from IPython.display import HTML
 
@@ -167,14 +199,14 @@ def animate_frames(frames: Sequence, titles: Sequence[str] | None = None, *,
     if kind == "images":
         grids = [image_grid(torch.as_tensor(f), nrow=nrow) for f in frames]
         h, w = frames[0].shape[-2:]
-        ncol, nrows = min(nrow, len(frames[0])), -(-len(frames[0]) // nrow)
-        figsize = figsize or (tile * ncol + (0.5 if row_labels else 0.1),
-                              tile * nrows + 0.35 + (0.25 if col_labels else 0.0))
-    fig, ax = plt.subplots(figsize=figsize or (3.2, 3.2), dpi=dpi)
+        figsize = figsize or _image_player_size(grids[0].shape[:2], bool(row_labels),
+                                                bool(col_labels), titles is not None)
+    figsize = figsize or (PLAYER_POINTS_SIZE, PLAYER_POINTS_SIZE)
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
     if kind == "images":
         artist = ax.imshow(grids[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.grid(False)
-        ax.tick_params(length=0, labelsize=8)
+        ax.tick_params(length=0, labelsize=PLAYER_FONT)
         for spine in ax.spines.values():
             spine.set_visible(False)
         ax.set_xticks(_tick_centres(len(col_labels), w) if col_labels else [],
@@ -194,12 +226,12 @@ def animate_frames(frames: Sequence, titles: Sequence[str] | None = None, *,
             ax.scatter(ref[:, 0], ref[:, 1], s=1, color="0.8")
         artist = ax.scatter(points[0][:, 0], points[0][:, 1], s=2, color="C0")
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=PLAYER_FONT - 2)
 
         def show(k):
             artist.set_offsets(points[k])
 
-    title = ax.set_title(titles[0] if titles is not None else "", fontsize=9)  # room for titles
+    title = ax.set_title(titles[0] if titles is not None else "", fontsize=PLAYER_FONT)
 
     def update(k):
         show(k)
@@ -212,4 +244,4 @@ def animate_frames(frames: Sequence, titles: Sequence[str] | None = None, *,
     with mpl.rc_context({"savefig.dpi": dpi}):  # the writer saves frames at savefig.dpi
         html = player.to_jshtml(embed_frames=True, default_mode="once")
     plt.close(fig)
-    return HTML(_offline_player(html))
+    return HTML(_offline_player(html, round(figsize[0] * PLAYER_PX_PER_INCH)))

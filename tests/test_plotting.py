@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dgm.config import PROFILES
-from dgm.plotting import ANIMATION_SETTINGS, animate_frames, image_grid
+from dgm.plotting import (ANIMATION_SETTINGS, PLAYER_MAX_HEIGHT, PLAYER_PX_PER_INCH, PLAYER_WIDTH,
+                          animate_frames, image_grid)
 
 matplotlib.use("Agg")
 
@@ -85,3 +86,26 @@ def test_image_grid_places_each_image_in_its_tile():
 def test_every_profile_has_animation_settings():
     assert set(ANIMATION_SETTINGS) == set(PROFILES)
     assert all(s.frames >= 2 for s in ANIMATION_SETTINGS.values())
+
+
+def _display_width(html: str) -> int:
+    return int(re.search(r'<img id="_anim_img\w+" style="width: (\d+)px; max-width: 100%', html).group(1))
+
+
+def test_a_wide_image_player_fills_the_text_column():
+    """One row of images: shown as wide as the column (PLAYER_WIDTH inches at 100 px/inch)."""
+    html = animate_frames([torch.rand(4, 1, 28, 28) for _ in range(3)], nrow=4, dpi=30).data
+    assert _display_width(html) == round(PLAYER_WIDTH * PLAYER_PX_PER_INCH)
+
+
+def test_a_tall_image_player_fits_the_screen_and_keeps_its_labels():
+    """Four rows with row labels: capped at PLAYER_MAX_HEIGHT, still over 500 px wide, and its
+    frame's pixels in proportion to the size shown."""
+    html = animate_frames([torch.rand(16, 1, 28, 28) for _ in range(3)], ["a", "b", "c"], nrow=4,
+                          row_labels=["x_t", "x0", "mu", "mu~"], dpi=50).data
+    png = _frames(html)[0]
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert height <= PLAYER_MAX_HEIGHT * 50 + 1
+    shown = _display_width(html)
+    assert 500 <= shown <= round(PLAYER_WIDTH * PLAYER_PX_PER_INCH)
+    assert abs(shown - width * PLAYER_PX_PER_INCH / 50) <= 2
