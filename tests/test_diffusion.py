@@ -198,6 +198,24 @@ def test_ddim_with_the_exact_gaussian_predictor_is_its_closed_form_map(clip_x0):
     assert 0.6 * s < got.std().item() < s
 
 
+def test_ddim_samples_stay_in_the_data_range_whatever_the_network_predicts():
+    """Issue #14: near t = T, x0_hat divides the network's error by sqrt(alpha_bar_T) (0.0055 in
+    the cpu schedule). A predictor that under-states the noise by 10 % (0.9 x_t) sends the plain
+    DDIM chain to values up to 4 (flat white or black squares once clamped for display);
+    sample_ddim clips x0_hat to [-1, 1] before every step, and its last step returns that guess."""
+    schedule = linear_schedule(200, 5e-4, 0.1)
+    xT = torch.randn(64, 1, 6, 6, generator=gen(32), dtype=DT)
+
+    def under(xt, t, y=None):
+        return 0.9 * xt
+
+    for eta in (0.0, 1.0):
+        x = sample_ddim(under, schedule, xT.shape, 20, eta=eta, xT=xT, generator=gen(33))
+        assert x.abs().max() <= 1, f"eta={eta}: samples reach {x.abs().max():.2f}, outside [-1, 1]"
+    plain = sample_ddim(under, schedule, xT.shape, 20, xT=xT, clip_x0=False)
+    assert plain.abs().max() > 2  # the test's predictor does push the plain update out of range
+
+
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
 def test_schedules_are_monotone_with_alpha_bar_in_unit_interval(kind):
     s = make_schedule(kind, 200)
