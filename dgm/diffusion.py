@@ -255,10 +255,18 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 def sample_ddim(eps_model: EpsModel, schedule: Schedule, shape: Sequence[int], steps: int,
                 eta: float = 0.0, generator: torch.Generator | None = None, y: Tensor | None = None,
                 w: float = 0.0, xT: Tensor | None = None, device: torch.device | str = "cpu",
-                progress: bool = False) -> Tensor:
+                progress: bool = False, clip_x0: bool = True) -> Tensor:
     """DDIM sampling (Song et al. 2021), eq. {eq}`ddpm-ddim-step`, on ``steps`` of the T times.
 
     ``eta = 0`` is deterministic given x_T; ``eta = 1`` has the ancestral DDPM variance.
+
+    ``clip_x0`` clips the guess x0_hat to the data range [-1, 1] before each step and recomputes
+    the noise that goes with it, eps = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t),
+    so that the step still moves to a point of the forward marginal. Near t = T, x0_hat divides
+    the network's error by sqrt(alpha_bar_T) (about 0.007 for the chapter's schedules): without
+    the clip a small error there sends a deterministic chain to a flat white or black square,
+    which no later step can undo (issue #14). ``clip_x0=False`` is the plain update, which is
+    Euler's method on the probability-flow ODE (book/flow_matching.md).
     """
 
     x = _start_noise(shape, generator, device, xT)
@@ -268,6 +276,9 @@ def sample_ddim(eps_model: EpsModel, schedule: Schedule, shape: Sequence[int], s
         eps = _predict_eps(eps_model, x, t_batch, y, w)
         x0_hat = predict_x0_from_eps(schedule, x, t_batch, eps)
         alpha_bar = extract(schedule.alpha_bar, t, x)
+        if clip_x0:
+            x0_hat = x0_hat.clamp(-1, 1)
+            eps = (x - alpha_bar.sqrt() * x0_hat) / (1 - alpha_bar).sqrt()
         alpha_bar_prev = extract(schedule.alpha_bar, taus[i + 1], x) if i + 1 < len(taus) \
             else torch.ones_like(alpha_bar)
         sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()

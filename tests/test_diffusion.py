@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dgm.diffusion import (
-    cosine_schedule, ddpm_loss, eps_to_score, guided_eps, linear_schedule, make_schedule,
-    p_mean_from_eps, predict_x0_from_eps, prior_kl, q_posterior, q_sample, q_step, sample_ddim,
+    cosine_schedule, ddim_timesteps, ddpm_loss, eps_to_score, extract, guided_eps,
+    linear_schedule, make_schedule, p_mean_from_eps, predict_x0_from_eps, prior_kl, q_posterior, q_sample, q_step, sample_ddim,
     sample_ddpm, train_ddpm,
 )
 from dgm.probability import kl_diag_gaussians, normal_log_prob
@@ -157,10 +157,63 @@ def test_ddim_with_all_steps_and_eta_one_is_ancestral_with_beta_tilde(schedule):
     """eta = 1 on every step has sigma^2 = beta_tilde: same noise draws give the DDPM update."""
     xT = torch.randn(2, 1, 4, 4, generator=gen(12), dtype=DT)
     a = sample_ddim(_toy_eps_model, schedule, xT.shape, steps=schedule.T, eta=1.0, xT=xT,
-                    generator=gen(13))
+                    generator=gen(13), clip_x0=False)  # DDPM does not clip x0_hat
     b = sample_ddpm(_toy_eps_model, schedule, xT.shape, gen(13), xT=xT, sigma2="beta_tilde")
     # the random draws are consumed in the same order by both samplers
     assert torch.allclose(a.double(), b.double(), atol=1e-6)
+
+
+def _gaussian_eps_model(schedule, m, s):
+    """The exact noise predictor E[eps | x_t] for data x_0 ~ N(m, s^2) in every pixel: x_t and eps
+    are jointly Gaussian with Cov(eps, x_t) = sqrt(1 - alpha_bar) and Var(x_t) = v = alpha_bar s^2
+    + 1 - alpha_bar, so E[eps | x_t] = sqrt(1 - alpha_bar) (x_t - sqrt(alpha_bar) m) / v."""
+    def eps_model(xt, t, y=None):
+        alpha_bar = extract(schedule.alpha_bar, t, xt)
+        v = alpha_bar * s**2 + 1 - alpha_bar
+        return (1 - alpha_bar).sqrt() * (xt - alpha_bar.sqrt() * m) / v
+    return eps_model
+
+
+@pytest.mark.parametrize("clip_x0", [False, True])
+def test_ddim_with_the_exact_gaussian_predictor_is_its_closed_form_map(clip_x0):
+    """For Gaussian data N(m, s^2) and the exact predictor, each DDIM step (eta = 0) from t to s
+    is affine: x_s - sqrt(ab_s) m = (sqrt(ab_s ab_t) s^2 + sqrt((1 - ab_s)(1 - ab_t))) / v_t
+    (x_t - sqrt(ab_t) m). Twenty steps of the chapter's cpu schedule give that map to float64
+    rounding, with or without the clip (x0_hat never leaves [-1, 1] for this data)."""
+    schedule, steps, m, s = linear_schedule(200, 5e-4, 0.1), 20, 0.1, 0.2
+    xT = torch.randn(64, 1, 4, 4, generator=gen(30), dtype=DT)
+    got = sample_ddim(_gaussian_eps_model(schedule, m, s), schedule, xT.shape, steps, xT=xT,
+                      clip_x0=clip_x0)
+    ab = schedule.alpha_bar
+    taus = ddim_timesteps(schedule.T, steps)
+    y = xT - ab[taus[0]].sqrt() * m
+    for t, nxt in zip(taus, taus[1:] + [None]):
+        ab_s = ab[nxt] if nxt is not None else torch.tensor(1.0, dtype=DT)
+        v_t = ab[t] * s**2 + 1 - ab[t]
+        y = ((ab_s * ab[t]).sqrt() * s**2 + ((1 - ab_s) * (1 - ab[t])).sqrt()) / v_t * y
+    assert torch.allclose(got, m + y, rtol=0, atol=1e-10)
+    # The samples have the data's mean (within 5 standard errors). Their spread is smaller than
+    # s: twenty steps of the ODE shrink it (this map gives 0.75 s; all 200 steps give 0.97 s).
+    assert abs(got.mean().item() - m) < 5 * s / math.sqrt(got.numel())
+    assert 0.6 * s < got.std().item() < s
+
+
+def test_ddim_samples_stay_in_the_data_range_whatever_the_network_predicts():
+    """Issue #14: near t = T, x0_hat divides the network's error by sqrt(alpha_bar_T) (0.0055 in
+    the cpu schedule). A predictor that under-states the noise by 10 % (0.9 x_t) sends the plain
+    DDIM chain to values up to 4 (flat white or black squares once clamped for display);
+    sample_ddim clips x0_hat to [-1, 1] before every step, and its last step returns that guess."""
+    schedule = linear_schedule(200, 5e-4, 0.1)
+    xT = torch.randn(64, 1, 6, 6, generator=gen(32), dtype=DT)
+
+    def under(xt, t, y=None):
+        return 0.9 * xt
+
+    for eta in (0.0, 1.0):
+        x = sample_ddim(under, schedule, xT.shape, 20, eta=eta, xT=xT, generator=gen(33))
+        assert x.abs().max() <= 1, f"eta={eta}: samples reach {x.abs().max():.2f}, outside [-1, 1]"
+    plain = sample_ddim(under, schedule, xT.shape, 20, xT=xT, clip_x0=False)
+    assert plain.abs().max() > 2  # the test's predictor does push the plain update out of range
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
