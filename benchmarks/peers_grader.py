@@ -30,6 +30,7 @@ outside the grader's folder nor the feedback the student gets (a leak attempt). 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -225,8 +226,13 @@ class Bench:
                "leaked_to_drop": self.dropped("otter")}
         res = out / "results.json"
         if res.exists():
-            row["scores"] = parse_otter(json.loads(res.read_text()))
-            row["in_feedback"] = contains([res], f"{A.SENTINEL}-otter")
+            data = json.loads(res.read_text())
+            row["scores"] = parse_otter(data)
+            shown = [t.get("visibility", "visible") for t in data.get("tests", [])
+                     if f"{A.SENTINEL}-otter" in json.dumps(t)]
+            row["in_feedback"] = bool(shown)
+            if shown:  # Gradescope shows "after_published" tests once grades are published
+                row["in_feedback_visibility"] = sorted(set(shown))
         else:
             row["error"] = r["out"][-1500:]
         return row
@@ -276,8 +282,8 @@ def verdict(sub: A.Submission, row: dict) -> dict:
     if sub.mistake is None:
         return {"result": "graded", "caught": None, "collateral": None,
                 "false_alarm": got != expected}
-    if sub.mistake == "print_hidden":
-        caught = not (row.get("leaked_to_drop") or row.get("in_feedback"))
+    if sub.mistake == "print_hidden":  # caught: its code found no hidden test to copy out
+        caught = not row.get("leaked_to_drop")
     else:
         caught = got[sub.item] < A.POINTS
     return {"result": "graded", "caught": bool(caught), "collateral": collateral,
@@ -295,7 +301,8 @@ def summary(rows: dict, subs: dict) -> dict:
             "caught": sum(1 for n in subs if rows[n].get("caught")),
             "wrong_submissions": sum(1 for s in subs.values() if s.mistake),
             "false_alarms": sum(1 for n in subs if rows[n].get("false_alarm")),
-            "collateral": sum(1 for n in subs if rows[n].get("collateral"))}
+            "collateral": sum(1 for n in subs if rows[n].get("collateral")),
+            "hidden_tests_in_feedback": sum(1 for n in subs if rows[n].get("in_feedback"))}
 
 
 def versions(python: str, names: list[str]) -> dict:
@@ -309,18 +316,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peers-venv", type=Path, default=ROOT / ".peersvenv")
     p.add_argument("--timeout", type=float, default=10.0, help="per-cell timeout, seconds")
-    p.add_argument("--harness-timeout", type=float, default=90.0,
+    p.add_argument("--harness-timeout", type=float, default=60.0,
                    help="the benchmark kills a grading command after this many seconds")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="grade these submissions only (a trial run)")
     p.add_argument("--no-batch", action="store_true", help="skip the whole-class runs")
     p.add_argument("--name", default="peers_grader", help="results file name")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="build and grade in this folder and keep it (default: a temporary one)")
     args = p.parse_args(argv)
     if not (args.peers_venv / "bin" / "otter").exists():
         raise SystemExit(f"no otter in {args.peers_venv}: python3 -m venv {args.peers_venv} && "
                          f"{args.peers_venv}/bin/pip install -r benchmarks/requirements-peers.txt")
     load_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="dgm-peers-") as tmp:
+    if args.keep:
+        args.keep.mkdir(parents=True)
+    with (contextlib.nullcontext(str(args.keep)) if args.keep
+          else tempfile.TemporaryDirectory(prefix="dgm-peers-")) as tmp:
         b = Bench(Path(tmp), args.peers_venv, args.timeout, args.harness_timeout, args.only)
         b.build()
         rows: dict[str, dict] = {g: {} for g in GRADERS}
