@@ -4,7 +4,7 @@ grader caught a planted mistake (the timings themselves are the benchmark's, not
 from __future__ import annotations
 
 from benchmarks import peers_assignment as A
-from benchmarks.peers_grader import parse_otter, verdict
+from benchmarks.peers_grader import GRADERS, merged, parse_otter, verdict
 
 
 def test_parse_otter_sums_each_items_tests():
@@ -49,3 +49,19 @@ def test_the_class_plants_one_known_mistake_per_wrong_submission():
     for name, sub in wrong.items():  # exactly one item's code differs from the solution
         changed = [i for i in A.ITEMS if sub.code[i] != A.SOLUTIONS[i]]
         assert changed == [sub.item] or (not changed and sub.test_cell), name
+
+
+def test_merge_replaces_the_regraded_rows_and_recounts():
+    subs = A.submissions("/nonexistent")
+    row = {"wall_s": 5.0, "overhead_s": 4.0, "caught": None, "false_alarm": False}
+    killed = {"wall_s": 60.0, "overhead_s": 59.0, "result": "no result", "caught": None,
+              "false_alarm": True}
+    old = {"per_submission": {g: {n: dict(killed if n == "correct_6" else row) for n in subs}
+                              for g in GRADERS}}
+    new = merged(old, {g: {"correct_6": dict(row)} for g in GRADERS}, {})
+    for g in GRADERS:
+        assert new["per_submission"][g]["correct_6"]["wall_s"] == 5.0
+        assert "measured" in new["per_submission"][g]["correct_6"]
+        assert new["summary"][g]["false_alarms"] == 0
+        assert new["summary"][g]["mean_wall_s"] == 5.0
+    assert new["remeasured"] == ["correct_6"]
