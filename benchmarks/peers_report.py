@@ -13,8 +13,17 @@ def cell(row: dict) -> str:
         return "no result" + (" (killed)" if row.get("killed") else "")
     word = "caught" if row.get("caught") else "**missed**"
     if row.get("collateral"):
-        word += ", other items lost"
+        word += (" (its tampering zeroed its other items too)" if row.get("mistake", "").startswith("tamper")
+                 else ", other items lost")
     return word
+
+
+def shown(row: dict) -> bool:
+    """Whether a hidden test's text reached what the student is shown: nbgrader's feedback, our
+    feedback, or an otter test whose Gradescope visibility is not ``hidden``."""
+    if "in_feedback_visibility" in row:
+        return any(v != "hidden" for v in row["in_feedback_visibility"])
+    return bool(row.get("in_feedback"))
 
 
 def peers_section(lines: list[str], data: dict | None, machine_line, fmt) -> None:
@@ -30,7 +39,12 @@ def peers_section(lines: list[str], data: dict | None, machine_line, fmt) -> Non
               f"{data['settings']['submissions']} submissions, each graded by one command, cell "
               f"timeout {fmt(data['settings']['cell_timeout_s'], 0)} s. Overhead is the wall time "
               "minus the student's own code (its cells and the calls the tests make, run in-process "
-              "in a fresh interpreter); its mean leaves out the never-ending loop.", "",
+              "in a fresh interpreter); its mean leaves out the never-ending loop. "
+              + (f"Rows graded again after a load spike made the benchmark kill them: "
+                 f"{', '.join(data['remeasured'])} (each row keeps its date). " if data.get("remeasured") else "")
+              + "A hidden test shown: its text in nbgrader's `generate_feedback` page, in our "
+              "feedback or results, or in an otter test not marked `hidden` for Gradescope "
+              "(otter also writes a failing hidden test's source into results.json, marked hidden).", "",
               "| grader | mean wall (s) | mean wall without the loop (s) | mean overhead (s) | "
               "median overhead (s) | mistakes caught | correct ones marked down | "
               "submissions whose feedback shows a hidden test |",
@@ -41,7 +55,7 @@ def peers_section(lines: list[str], data: dict | None, machine_line, fmt) -> Non
             lines.append(f"| {name} | {fmt(r['mean_wall_s'])} | {fmt(r['mean_wall_s_without_loop'])} | "
                          f"{fmt(r['mean_overhead_s'])} | {fmt(r['median_overhead_s'])} | "
                          f"{r['caught']}/{r['wrong_submissions']} | {r['false_alarms']} | "
-                         f"{r.get('hidden_tests_in_feedback', '-')} |")
+                         f"{sum(shown(x) for x in per[g].values())} |")
     lines += ["", "| submission | planted mistake (item) | " + " | ".join(NAMES[g] for g in NAMES if g in per) + " |",
               "| --- | --- | " + " | ".join("---" for g in NAMES if g in per) + " |"]
     for name, m in data.get("mistakes", {}).items():
