@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.common import RESULTS
+from benchmarks.peers_report import peers_section
 
 OUT = RESULTS.parent / "RESULTS.md"
 
@@ -358,6 +359,7 @@ def main() -> None:
     flow_matching_section(lines)
     chapters_section(lines)
     grading_section(lines)
+    peers_section(lines, load("peers_grader"), machine_line, fmt)
     gradescope_section(lines)
     site_section(lines)
     ev = load("evaluation")
