@@ -94,8 +94,26 @@ class Item:
 
 
 def read_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """Read a notebook as nbformat 4 without converting or validating it."""
-    return nbformat.read(str(path), as_version=4)
+    """Read a notebook as nbformat 4 without converting or validating it. Text that is not
+    valid Unicode (a lone surrogate, which JSON can spell as ``\\ud800``) is replaced by ``?``,
+    so that no file written from it later (feedback, gradebook) fails to encode."""
+    return _valid_text(nbformat.read(str(path), as_version=4))
+
+
+def _valid_text(value):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        for key in list(value):
+            value[key] = _valid_text(value[key])
+        return value
+    if isinstance(value, list):
+        return [_valid_text(v) for v in value]
+    return value
 
 
 def source_text(cell) -> str:

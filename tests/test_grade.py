@@ -392,3 +392,18 @@ def test_the_notebook_timeout_must_be_positive(tmp_path, capsys):
                     "--out", str(tmp_path), "--notebook-timeout", "0", "--no-progress"])
     assert stop.value.code == 2
     assert "--notebook-timeout must be a positive number of seconds" in capsys.readouterr().err
+
+
+def test_text_that_is_not_valid_unicode_is_graded_not_an_internal_error(tmp_path):
+    """A lone surrogate (JSON's ``\\ud800``) pasted into a written answer cannot be written to a
+    UTF-8 file; the grader replaces it and grades the notebook as usual."""
+    nb = nbformat.read(str(STUDENTS / "correct.ipynb"), as_version=4)
+    cell = next(c for c in nb.cells if c.get("id") == "toy-explain")
+    cell.source = cell.source + "\n\npasted: \ud800 (a lone surrogate)"
+    sub = tmp_path / "subs" / "pasted.ipynb"
+    sub.parent.mkdir()
+    sub.write_text(json.dumps(nb, ensure_ascii=True))  # how a browser would save it
+    out = tmp_path / "out"
+    assert _grade([sub], out) == 0
+    assert _scores(out, "pasted") == FULL
+    assert "pasted: ? (a lone surrogate)" in (out / "pasted" / "feedback.md").read_text(encoding="utf-8")
