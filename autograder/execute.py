@@ -94,7 +94,7 @@ def sandbox_limits(cfg: GradeConfig) -> Limits:
     file system is built from nothing, so no folder needs hiding: see :mod:`autograder.sandbox`)."""
     return Limits(memory_mb=cfg.memory_mb or None, nproc=cfg.max_procs or None,
                   disk_mb=cfg.disk_mb or None,
-                  isolate=cfg.sandbox, user=cfg.run_as)
+                  isolate=cfg.sandbox, user=cfg.run_as, cpus=float(cfg.threads))
 
 
 def _culprit(cells: list[dict]) -> int | None:

@@ -121,6 +121,7 @@ class Limits:
     nproc: int | None = 512
     disk_mb: int | None = 2048    # files written: its folder (watched), /tmp and /dev/shm (sized)
     isolate: bool = True          # bubblewrap; False only with --insecure-no-sandbox
+    cpus: float | None = None     # a CPU quota in cores (its share of the machine's cores)
     user: str | None = None       # a grader running as root runs the kernel as this user
 
 
@@ -151,7 +152,7 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, budget: float,
     kernel = {k: v for k, v in own.items() if not k.startswith(("PYTEST_", "DGM_GRADER_"))}
     spec.write_text(json.dumps({
         "workdir": str(workdir), "memory_mb": limits.memory_mb, "nproc": limits.nproc,
-        "disk_mb": limits.disk_mb,
+        "disk_mb": limits.disk_mb, "cpus": limits.cpus,
         "isolate": limits.isolate, "readonly": _sandbox.readonly_paths(kernel), "env": kernel,
         "status": str(status), "device": env.get("DGM_DEVICE", "cpu"), "user": limits.user,
         "cgroup_name": f"dgm-grader-{private.name}"}))

@@ -8,6 +8,8 @@ SPEC.json (written by :mod:`autograder.runner`, outside the kernel's folder) say
 
 ``memory_mb``   a memory limit: a cgroup (v1 or v2) when this process may create one, else
                 ``RLIMIT_AS`` (address space; only on CPU, since CUDA reserves address space);
+``cpus``        a CPU quota in cores (a cgroup's CFS bandwidth, where one can be made): the
+                kernel's thread share, so that nothing it starts slows other submissions down;
 ``nproc``       a process/thread limit: the cgroup's ``pids.max``, else ``RLIMIT_NPROC`` set
                 inside the kernel's user namespace (:func:`limit_processes`);
 ``isolate``     whether to run the kernel under bubblewrap (false only when the instructor
@@ -48,6 +50,7 @@ import sys
 from pathlib import Path
 
 CGROUP_ROOTS = ("/sys/fs/cgroup",)
+CPU_PERIOD_US = 100_000  # the CFS period a CPU quota is a share of
 INSTALL_HINT = ("install Debian's bubblewrap (`apt-get install bubblewrap`, or `make test`, "
                 "which installs it)")
 #: What every kernel gets of the system: programs and libraries, and the linker's cache.
@@ -240,9 +243,12 @@ def bwrap_argv(spec: dict, cmd: list[str]) -> list[str]:
 
 
 def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
-            created: list[str]) -> list[str]:
-    """Put this process into new memory and pids cgroups (their folders appended to
-    ``created``, for the grader to remove); return what was applied."""
+            created: list[str], cpus: float | None = None) -> list[str]:
+    """Put this process into new memory, pids and cpu cgroups (their folders appended to
+    ``created``, for the grader to remove); return what was applied. ``cpus``: a CPU quota
+    (CFS bandwidth), so that processes a kernel starts, in sessions of their own or not, cannot
+    take other submissions' cores."""
+    quota = int(cpus * CPU_PERIOD_US) if cpus else None
     applied: list[str] = []
     root = Path(CGROUP_ROOTS[0])
     if (root / "cgroup.controllers").exists():  # cgroup v2, needs a delegated subtree
@@ -255,6 +261,11 @@ def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
                 # the controllers are not enabled below our cgroup: enable them (allowed where
                 # the parent holds no process of its own, e.g. the root of a VM's hierarchy)
                 (group.parent / "cgroup.subtree_control").write_text("+memory +pids")
+            if quota and not (group / "cpu.max").exists():
+                try:
+                    (group.parent / "cgroup.subtree_control").write_text("+cpu")
+                except OSError:
+                    pass
             if memory_mb:
                 (group / "memory.max").write_text(str(memory_mb * 2**20))
                 (group / "memory.swap.max").write_text("0")
@@ -262,12 +273,17 @@ def _cgroup(name: str, memory_mb: int | None, nproc: int | None,
             if nproc:
                 (group / "pids.max").write_text(str(nproc))
                 applied.append("pids")
+            if quota and (group / "cpu.max").exists():
+                (group / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+                applied.append("cpu")
             (group / "cgroup.procs").write_text(str(os.getpid()))
         except OSError:
             return []
         return applied
     for controller, files in (("memory", {"memory.limit_in_bytes": memory_mb and memory_mb * 2**20}),
-                              ("pids", {"pids.max": nproc})):
+                              ("pids", {"pids.max": nproc}),
+                              ("cpu", {"cpu.cfs_period_us": quota and CPU_PERIOD_US,
+                                       "cpu.cfs_quota_us": quota})):
         if not any(v for v in files.values()):
             continue
         base = root / controller
@@ -304,7 +320,7 @@ def launch(spec_path: str, cmd: list[str]) -> None:
                     "limits": [], "cgroups": []}
     memory_mb, nproc = spec.get("memory_mb"), spec.get("nproc")
     status["limits"] = _cgroup(spec.get("cgroup_name", f"dgm-{os.getpid()}"), memory_mb, nproc,
-                               status["cgroups"])
+                               status["cgroups"], spec.get("cpus"))
     if memory_mb and "memory" not in status["limits"] and spec.get("device") == "cpu":
         if _setrlimit(resource.RLIMIT_AS, memory_mb * 2**20):
             status["limits"].append("memory (address space)")

@@ -287,3 +287,37 @@ def test_without_a_cgroup_the_process_limit_still_holds_in_the_sandbox(tmp_path)
     started = int(done.stdout.split("STARTED ")[1].split()[0])
     assert claimed == (os.geteuid() != 0)
     assert (0 < started < 16) == claimed, done.stdout + done.stderr
+
+
+@needs_bwrap
+def test_a_kernels_processes_share_its_cpu_quota_even_in_sessions_of_their_own(tmp_path):
+    """The red team's CPU hog: processes that call setsid() and spin. The kernel's cgroup caps
+    the CPU time of everything it starts at its quota (here half a core)."""
+    work, status = tmp_path / "work", tmp_path / "status.json"
+    work.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(
+        str(p.parent) for p in sandbox.package_dirs())}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "workdir": str(work), "isolate": True, "nproc": 64, "memory_mb": None, "cpus": 0.5,
+        "env": env, "readonly": sandbox.readonly_paths(env), "status": str(status),
+        "device": "cpu", "cgroup_name": f"dgm-test-cpu-{os.getpid()}"}))
+    hog = ("import os, resource, time\nkids = []\nfor _ in range(4):\n    pid = os.fork()\n"
+           "    if pid == 0:\n        os.setsid()\n        end = time.time() + 3\n"
+           "        while time.time() < end:\n            pass\n        os._exit(0)\n"
+           "    kids.append(pid)\nfor pid in kids:\n    os.waitpid(pid, 0)\n"
+           "u = resource.getrusage(resource.RUSAGE_CHILDREN)\nprint('CPU', u.ru_utime + u.ru_stime)\n")
+    done = subprocess.run([sys.executable, "-m", "autograder.sandbox", str(spec), "--",
+                           sys.executable, "-c", hog], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=env["PYTHONPATH"]))
+    applied = json.loads(status.read_text())["limits"]
+    for group in json.loads(status.read_text())["cgroups"]:
+        try:
+            os.rmdir(group)  # empty: its processes are gone
+        except OSError:
+            pass
+    if "cpu" not in applied:
+        pytest.skip(f"no cpu cgroup can be made here (applied: {applied})")
+    used = float(done.stdout.split("CPU ")[1].split()[0])
+    # 4 spinning processes for 3 s would use up to 12 s of CPU (6 s on 2 cores) without a quota
+    assert used < 0.5 * 3 * 1.5 + 0.5, (used, done.stderr[-2000:])
