@@ -62,7 +62,12 @@ class AutoregressiveSettings:
     tf_layers: int         # transformer blocks; attention over 784 tokens dominates the cost
     tf_epochs: int         # passes over the training subset
     tf_lr: float           # Adam, decayed to 10 % over training
-    tf_positions: str      # "learnt" or "sinusoidal" positional vectors
+    tf_positions: str      # "learnt", "rows_cols" or "sinusoidal" positional vectors
+    tf_schedule: str       # learning-rate decay of the transformer, "exponential" or "cosine"
+    tf_warmup: int         # steps of linear learning-rate warm-up of the transformer
+    eval_samples: int      # transformer samples scored by dgm.evaluate; FD depends on N, so the
+                           # N of the VAE and diffusion chapters
+    eval_temperature: float  # temperature of the scored samples
     samples_per_class: int  # columns of the class-conditional grids
     uncached_images: int   # images drawn without the key-value cache, to time it (it is slow)
     threads: int | None    # torch CPU threads (None: torch's default); 1 on shared 2-core
@@ -76,20 +81,27 @@ SETTINGS = {
     "smoke": AutoregressiveSettings(subset=128, batch=64, p_uncond=0.2, cnn_hidden=16,
                                     cnn_layers=2, cnn_epochs=1, cnn_lr=3e-3, tf_d_model=16,
                                     tf_heads=2, tf_layers=1, tf_epochs=1, tf_lr=3e-3,
-                                    tf_positions="learnt", samples_per_class=2,
+                                    tf_positions="rows_cols", tf_schedule="cosine", tf_warmup=1,
+                                    eval_samples=64, eval_temperature=1.0, samples_per_class=2,
                                     uncached_images=1, threads=1, progress=False),
     # 2 cores, one thread: the transformer needs 3 epochs (1 epoch: test 4.03 bits/dim and
-    # samples that are horizontal streaks; 3 epochs: 3.68 and garment silhouettes, measured)
+    # samples that are horizontal streaks; 3 epochs: 3.68 and garment silhouettes, measured with
+    # per-pixel positions, pixel vectors of spread 1 and lr 2e-3 decayed exponentially; rows +
+    # columns, spread 0.02, lr 3e-3 with warm-up and cosine decay: benchmarks/results/
+    # autoregressive_recipe_cpu.json, by python -m benchmarks.autoregressive_recipe)
     "cpu": AutoregressiveSettings(subset=4000, batch=32, p_uncond=0.2, cnn_hidden=48,
                                   cnn_layers=6, cnn_epochs=2, cnn_lr=2e-3, tf_d_model=64,
-                                  tf_heads=4, tf_layers=2, tf_epochs=3, tf_lr=2e-3,
-                                  tf_positions="learnt", samples_per_class=8,
+                                  tf_heads=4, tf_layers=2, tf_epochs=3, tf_lr=3e-3,
+                                  tf_positions="rows_cols", tf_schedule="cosine", tf_warmup=20,
+                                  eval_samples=443, eval_temperature=1.0, samples_per_class=8,
                                   uncached_images=2, threads=1, progress=True),
     # one GPU: the whole training set when it is there
     "full": AutoregressiveSettings(subset=60000, batch=64, p_uncond=0.2, cnn_hidden=96,
                                    cnn_layers=8, cnn_epochs=10, cnn_lr=1e-3, tf_d_model=128,
                                    tf_heads=4, tf_layers=4, tf_epochs=5, tf_lr=1e-3,
-                                   tf_positions="learnt", samples_per_class=10,
+                                   tf_positions="rows_cols", tf_schedule="cosine",
+                                   tf_warmup=200, eval_samples=2000, eval_temperature=1.0,
+                                   samples_per_class=10,
                                    uncached_images=4, threads=None, progress=True),
 }
 
@@ -205,11 +217,18 @@ class PixelTransformer(nn.Module):
     The input sequence is ``[c, e(x_1), ..., e(x_{D-1})]``, eq. {eq}`ar-transformer`: a class
     token ``c`` (class or "no class") in front, so the output at position i predicts x_i from the
     class and x_<i.
+
+    ``positions``: one learnt vector per pixel (``"learnt"``), a learnt vector per row plus one
+    per column (``"rows_cols"``: 28 + 28 vectors that each pixel shares with its row and column,
+    so the pixel above is as easy to locate as the pixel to the left), or the sinusoids of
+    eq. {eq}`seq-pe`. ``embed_std`` is the spread of the initial pixel and class vectors: 0.02,
+    as in GPT-2, keeps them on the scale of the learnt positions (torch's default of 1 drowns
+    the positions, and the model learns them late).
     """
 
     def __init__(self, shape: tuple[int, int] = (28, 28), d_model: int = 64, n_heads: int = 4,
                  n_layers: int = 2, n_classes: int = 10, positions: Positions = "learnt",
-                 embed_std: float = 1.0):
+                 embed_std: float = 0.02):
         super().__init__()
         check_choice(positions, get_args(Positions), "positions")
         self.shape, self.n_classes = tuple(shape), n_classes
