@@ -68,7 +68,8 @@ class AutoregressiveSettings:
     eval_samples: int      # transformer samples scored by dgm.evaluate; FD depends on N, so the
                            # N of the VAE and diffusion chapters
     eval_temperature: float  # temperature of the scored samples
-    samples_per_class: int  # columns of the class-conditional grids
+    samples_per_class: int  # columns of the sample grids; 6 in cpu leaves time for scoring
+                            # eval_samples transformer samples (a PixelCNN sample costs ~0.8 s)
     uncached_images: int   # images drawn without the key-value cache, to time it (it is slow)
     threads: int | None    # torch CPU threads (None: torch's default); 1 on shared 2-core
                            # machines, where a second thread mostly waits (measured 2-4x slower)
@@ -93,7 +94,7 @@ SETTINGS = {
                                   cnn_layers=6, cnn_epochs=2, cnn_lr=2e-3, tf_d_model=64,
                                   tf_heads=4, tf_layers=2, tf_epochs=3, tf_lr=3e-3,
                                   tf_positions="rows_cols", tf_schedule="cosine", tf_warmup=20,
-                                  eval_samples=443, eval_temperature=1.0, samples_per_class=8,
+                                  eval_samples=443, eval_temperature=1.0, samples_per_class=6,
                                   uncached_images=2, threads=1, progress=True),
     # one GPU: the whole training set when it is there
     "full": AutoregressiveSettings(subset=60000, batch=64, p_uncond=0.2, cnn_hidden=96,
