@@ -85,11 +85,11 @@ SETTINGS = {
                                     tf_positions="rows_cols", tf_schedule="cosine", tf_warmup=1,
                                     eval_samples=64, eval_temperature=1.0, samples_per_class=2,
                                     uncached_images=1, threads=1, progress=False),
-    # 2 cores, one thread: the transformer needs 3 epochs (1 epoch: test 4.03 bits/dim and
-    # samples that are horizontal streaks; 3 epochs: 3.68 and garment silhouettes, measured with
-    # per-pixel positions, pixel vectors of spread 1 and lr 2e-3 decayed exponentially; rows +
-    # columns, spread 0.02, lr 3e-3 with warm-up and cosine decay: benchmarks/results/
-    # autoregressive_recipe_cpu.json, by python -m benchmarks.autoregressive_recipe)
+    # 2 cores, one thread: the transformer needs 3 epochs. Old recipe (per-pixel positions,
+    # pixel vectors of spread 1, lr 2e-3 decayed exponentially): 1 epoch test 4.03 bits/dim and
+    # horizontal streaks, 3 epochs 3.68 and streaky blobs (FD 251 at N = 443). This recipe (rows +
+    # columns, spread 0.02, lr 3e-3, warm-up and cosine): 3 epochs 3.37 and smooth garments
+    # (FD 169), at the same cost per step; benchmarks/results/autoregressive_recipe_cpu.json
     "cpu": AutoregressiveSettings(subset=4000, batch=32, p_uncond=0.2, cnn_hidden=48,
                                   cnn_layers=6, cnn_epochs=2, cnn_lr=2e-3, tf_d_model=64,
                                   tf_heads=4, tf_layers=2, tf_epochs=3, tf_lr=3e-3,
