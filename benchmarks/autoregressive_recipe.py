@@ -24,8 +24,8 @@ import torch
 
 import dgm.autoregressive as ar
 import dgm.config
-import dgm.flows as flows
 from benchmarks.common import previous, stamped, write
+from dgm import flows
 from dgm.data import load_dataset, make_loader
 from dgm.evaluate import evaluate_samples
 from dgm.unet import NULL_CLASS
