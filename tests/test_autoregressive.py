@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dgm.autoregressive import (LEVELS, SETTINGS, CausalSelfAttention, PixelCNN, PixelTransformer,
-                                drop_labels, input_dependence, log_prob, nll_bits_per_dim,
+                                drop_labels, input_dependence, log_prob, lr_factor, nll_bits_per_dim,
                                 pixel_mask, sample, sample_categorical, to_levels)
 from dgm.config import PROFILES
 from dgm.evaluate import bits_per_dim
@@ -23,10 +23,10 @@ def _random_images(n: int, h: int = 6, w: int = 6, seed: int = 0) -> torch.Tenso
     return torch.randint(0, LEVELS, (n, 1, h, w), generator=g).double() / (LEVELS - 1)
 
 
-def _models(h: int = 6, w: int = 6):
+def _models(h: int = 6, w: int = 6, positions: str = "learnt"):
     torch.manual_seed(0)
     cnn = PixelCNN(hidden=8, n_layers=2).double()
-    tf = PixelTransformer((h, w), d_model=16, n_heads=2, n_layers=2).double()
+    tf = PixelTransformer((h, w), d_model=16, n_heads=2, n_layers=2, positions=positions).double()
     with torch.no_grad():  # non-zero class embeddings, so that conditioning is tested too
         cnn.class_bias.weight.normal_()
     return cnn, tf
@@ -88,8 +88,9 @@ def test_fused_attention_matches_dgm_sequence_attention():
         fused(x, mask=torch.ones(9, 9, dtype=torch.bool))
 
 
-def test_cached_and_uncached_sampling_agree():
-    _, tf = _models(4, 5)
+@pytest.mark.parametrize("positions", ["learnt", "rows_cols", "sinusoidal"])
+def test_cached_and_uncached_sampling_agree(positions):
+    _, tf = _models(4, 5, positions)
     y = torch.tensor([2, NULL_CLASS, 7])
     levels = to_levels(_random_images(3, 4, 5)).flatten(1)
     cache = [{} for _ in tf.blocks]
@@ -105,9 +106,10 @@ def test_cached_and_uncached_sampling_agree():
     assert torch.equal(a, b)
 
 
-def test_teacher_forced_logits_equal_the_prefix_logits():
+@pytest.mark.parametrize("positions", ["learnt", "rows_cols", "sinusoidal"])
+def test_teacher_forced_logits_equal_the_prefix_logits(positions):
     """The training pass (all positions at once) gives the logits that sampling sees."""
-    _, tf = _models(4, 5)
+    _, tf = _models(4, 5, positions)
     x, y = _random_images(2, 4, 5), torch.tensor([0, 9])
     full = tf(x, y).flatten(2)  # (B, 256, D)
     levels = to_levels(x).flatten(1)
@@ -203,5 +205,39 @@ def test_drop_labels_rate():
 
 def test_settings_cover_every_profile_and_positions_are_checked():
     assert set(SETTINGS) == set(PROFILES)
-    with pytest.raises(ValueError, match="learnt, sinusoidal"):
+    with pytest.raises(ValueError, match="learnt, rows_cols, sinusoidal"):
         PixelTransformer((2, 2), d_model=8, n_heads=2, n_layers=1, positions="rotary")
+
+
+def test_rows_cols_positions_add_the_row_and_the_column_vector_in_raster_order():
+    torch.manual_seed(0)
+    tf = PixelTransformer((3, 4), d_model=8, n_heads=2, n_layers=1, positions="rows_cols")
+    table = tf.position_table()
+    assert table.shape == (12, 8)
+    for i in range(12):
+        r, c = divmod(i, 4)
+        torch.testing.assert_close(table[i], tf.row_pos[r, 0] + tf.col_pos[0, c])
+
+
+def test_embed_std_sets_the_spread_of_the_pixel_and_class_vectors():
+    torch.manual_seed(0)
+    tf = PixelTransformer((2, 2), d_model=64, n_heads=2, n_layers=1, embed_std=0.02)
+    # 256 x 64 draws of N(0, 0.02^2): the sample std is within 2 % of 0.02 with high probability
+    assert tf.pixel_embed.weight.std().item() == pytest.approx(0.02, rel=0.02)
+    assert tf.class_embed.weight.std().item() == pytest.approx(0.02, rel=0.2)
+
+
+def test_lr_factor_warms_up_linearly_and_decays_to_final():
+    total, warmup, final = 100, 10, 0.1
+    for schedule in ("exponential", "cosine"):
+        ramp = [lr_factor(s, total, schedule, warmup, final) for s in range(warmup)]
+        decay = [lr_factor(s, total, schedule, 0, final) for s in range(warmup)]
+        for s in range(warmup):  # warm-up multiplies the decay by (s + 1) / warmup
+            assert ramp[s] == pytest.approx(decay[s] * (s + 1) / warmup, rel=1e-12)
+        assert lr_factor(0, total, schedule, 0, final) == 1.0
+        assert lr_factor(total, total, schedule, warmup, final) == pytest.approx(final, rel=1e-12)
+    assert lr_factor(50, total, "exponential", 0, final) == pytest.approx(final ** 0.5, rel=1e-12)
+    assert lr_factor(50, total, "cosine", 0, final) == pytest.approx((1 + final) / 2, rel=1e-12)
+    assert lr_factor(25, total, "cosine", 0, 0.0) == pytest.approx(0.5 + 0.5 * math.cos(math.pi / 4))
+    with pytest.raises(ValueError, match="exponential, cosine"):
+        lr_factor(0, total, "linear")
