@@ -12,6 +12,11 @@ grader (``autograder grade``) in the smoke profile beside the unchanged referenc
   functions (``dgm.homework.fm_heldout_loss``, ``dgm.evaluate.evaluate_samples``) patched to return
   perfect numbers.
 
+Two more (attack S2) train ``velocity_model`` honestly and then redefine ``train_fm``: ``blob_train`` loads
+the trained weights, kept aside as an embedded blob would be, into whatever model it is given;
+``idle_train`` returns a loss curve without touching the model. Their weights pass the bands, but the grader
+always runs the student's ``train_fm`` on a tiny model of its own, so they lose the training item too.
+
 The grader loads the weights into its own ``VelocityMLP`` and measures the held-out loss and its
 own samples, so each loses the training item and keeps every other. The last tests check the
 instructor's model those verdicts use (dgm/homework.py) against closed forms.
@@ -57,10 +62,19 @@ ATTACKS = {
         "dgm.evaluate.evaluate_samples = lambda *a, **k: {'fd': 1.0, 'coverage': 1.0, 'mean_confidence': 1.0}\n"
         "fm_losses = [1.45, 1.31, 1.25, 1.22, 1.2]"),
 }
+#: attack S2: velocity_model trained honestly, then a training function that trains nothing
+S2_ATTACKS = {
+    "blob_train": TRAIN_LINE + "\n_blob = {k: v.clone() for k, v in velocity_model.state_dict().items()}\n\n\n"
+                  "def train_fm(model, loader, epochs, lr):  # forged: loads the blob, never trains\n"
+                  "    try:\n        model.load_state_dict(_blob)\n    except (RuntimeError, KeyError):\n        pass\n"
+                  "    return [1.2] * epochs\n",
+    "idle_train": TRAIN_LINE + "\n\n\ndef train_fm(model, loader, epochs, lr):  # forged: returns a curve\n"
+                  "    return [1.2] * epochs\n",
+}
 
 
 def _submission(student: str):
-    return edited_reference("flow_matching", {"fm-train": (TRAIN_LINE, ATTACKS[student])})
+    return edited_reference("flow_matching", {"fm-train": (TRAIN_LINE, {**ATTACKS, **S2_ATTACKS}[student])})
 
 
 def _scores(out: Path, student: str) -> dict[str, tuple[float, float, str]]:
@@ -71,7 +85,7 @@ def _scores(out: Path, student: str) -> dict[str, tuple[float, float, str]]:
 def graded(tmp_path_factory) -> Path:
     subs, out = tmp_path_factory.mktemp("fm-subs"), tmp_path_factory.mktemp("fm-out")
     (subs / "reference.ipynb").write_text(render(reference_submission("flow_matching")))
-    for student in ATTACKS:
+    for student in (*ATTACKS, *S2_ATTACKS):
         (subs / f"{student}.ipynb").write_text(render(_submission(student)))
     code = grade.main(["--assignment", "flow_matching", str(subs), "--out", str(out), "--profile",
                        "smoke", "--device", "cpu", "--jobs", "2", "--no-progress"])
@@ -92,7 +106,13 @@ def test_untrained_or_random_weights_with_forged_numbers_score_zero_on_training(
     assert "measured by the grader" in output or "drawn by the grader" in output, output
 
 
-@pytest.mark.parametrize("student", list(ATTACKS))
+@pytest.mark.parametrize("student", list(S2_ATTACKS))
+def test_a_training_function_that_trains_nothing_loses_the_training_item(graded, student):
+    got, _, output = _scores(graded, student)["fm-train"]
+    assert got == 0 and "your train_fm did not train the model it was given" in output, output
+
+
+@pytest.mark.parametrize("student", [*ATTACKS, *S2_ATTACKS])
 def test_a_forged_training_cell_costs_no_other_item(graded, student):
     scores = _scores(graded, student)
     others = {k: v[:2] for k, v in scores.items() if k != "fm-train"}

@@ -11,6 +11,11 @@ benchmarks/mutations.py builds it) with one change to the training cell, graded 
   back (what the kernel sends is the untrained model);
 - ``patched_loss``: after honest training the kernel replaces ``F.cross_entropy`` by a function that
   returns a small constant, so every loss the kernel computes looks good.
+- ``blob_train`` (attack S2): the model is trained honestly, its weights are kept aside as an embedded
+  blob would be, and ``train_transformer`` is then redefined to load that blob into whatever model it is
+  given and train nothing; ``idle_train``: redefined to return a loss curve without touching the model.
+  The trained weights pass the band, but the grader always runs the student's training function on a tiny
+  model of its own, so the training item is lost with a message saying so.
 
 The grader measures the weights itself (dgm.homework: held-out bits per dimension, samples it draws),
 so each loses both checks of the training item and keeps every other item. The last tests check the
@@ -40,7 +45,15 @@ CHANGES = {
     "copied_initial": "_initial = {k: v.clone() for k, v in transformer.state_dict().items()}\n" + TRAIN_CALL
                       + "\ntransformer.load_state_dict(_initial)",
     "patched_loss": TRAIN_CALL + "\nF.cross_entropy = lambda *args, **kwargs: torch.tensor(1.0, requires_grad=True)",
+    "blob_train": TRAIN_CALL + "\n_blob = {k: v.clone() for k, v in transformer.state_dict().items()}\n\n\n"
+                  "def train_transformer(model, tokens, epochs, batch_size, lr):  # forged: loads, never trains\n"
+                  "    try:\n        model.load_state_dict(_blob)\n    except (RuntimeError, KeyError):\n        pass\n"
+                  "    return [2.4] * epochs\n",
+    "idle_train": TRAIN_CALL + "\n\n\ndef train_transformer(model, tokens, epochs, batch_size, lr):  # forged\n"
+                  "    return [2.4] * epochs\n",
 }
+#: the submissions whose `transformer` is trained honestly but whose training function trains nothing
+S2 = ("blob_train", "idle_train")
 
 
 def _submission(key: str):
@@ -75,6 +88,13 @@ def test_forged_training_loses_the_training_item_and_nothing_else(graded, key):
     assert scores["ar-train"][0] == 0, (key, scores)
     others = {k: v for k, v in scores.items() if k != "ar-train"}
     assert all(got == top for got, top in others.values()), (key, scores)
+
+
+@pytest.mark.parametrize("key", S2)
+def test_a_training_function_that_trains_nothing_is_told_so(graded, key):
+    data = json.loads((graded / key / "results.json").read_text())
+    message = next(t["output"] for t in data["tests"] if t["name"] == "ar-train")
+    assert "your train_transformer did not train the model it was given" in message, message
 
 
 def test_forged_training_is_told_what_the_grader_measured(graded):

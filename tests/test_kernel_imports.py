@@ -11,6 +11,7 @@ submission which imports or reads the answers loses those items and keeps the ot
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -154,3 +155,74 @@ def test_the_kernel_cannot_read_the_real_packages(graded):
     line = next(ln for ln in text.splitlines() if ln.startswith("PROBE read"))
     assert line.startswith("PROBE read 0 of "), line
     assert int(line.split(" of ")[1].split()[0]) >= 3, line  # it did know where to look
+
+
+# --- no reference answer in what the kernel runs (attack S1) ----------------------------------------
+
+REFERENCE_NAME = re.compile(r"^_*ref", re.I)
+#: assignments whose hidden checks still define reference answers kernel-side: assignment -> those names
+#: (the gap is visible here until each check uses stand-ins, as transformer and flow_matching do)
+KNOWN_REFERENCES: dict[str, set[str]] = {
+    "vae": {"_ref_loss"},
+    "ddpm": {"ref_q_sample", "ref_q_posterior", "ref_p_sample", "ref_loss"},
+    "flow": {"_ref_dequantize", "_ref_bpd"},
+    "contrastive": {"ref_nt_xent"},
+}
+
+
+def kernel_references(cell) -> list[str]:
+    """Reference answers a hidden check's setup or student section puts into the student's kernel: a
+    function, class, lambda or import alias named ref..., _ref..., Ref..., _Ref..., or an import of a
+    module the kernel may not import (both sections run there, and later student code can reach them)."""
+    if "hidden" not in cell.get("metadata", {}).get("tags", []):
+        return []
+    found = []
+    for node in ast.walk(ast.parse(_kernel_side(cell))):
+        names = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+            names = [n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.asname or a.name for a in node.names]
+            modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            for module in filter(None, modules):
+                package, _, rest = module.partition(".")
+                if package in sandbox.KERNEL_MODULES and (rest or "__init__").split(".")[0] not in sandbox.KERNEL_MODULES[package]:
+                    found.append(f"import of {module}")
+        found += [n for n in names if REFERENCE_NAME.match(n)]
+    return found
+
+
+def _references(name: str) -> dict[str, list[str]]:
+    nb = nbformat.read(str(ROOT / "solutions" / f"{name}.ipynb"), as_version=4)
+    return {cell.get("id"): refs for cell in nb.cells if cell.cell_type == "code" and (refs := kernel_references(cell))}
+
+
+@pytest.mark.parametrize("name", sorted(ASSIGNMENTS))
+def test_no_hidden_check_puts_a_reference_answer_into_the_kernel(name, request):
+    found = _references(name)
+    if name in KNOWN_REFERENCES:
+        remaining = {n for refs in found.values() for n in refs}
+        assert remaining <= KNOWN_REFERENCES[name], f"{name}: new kernel-side references {remaining - KNOWN_REFERENCES[name]}"
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{name}: reference answers still defined "
+                                              f"kernel-side: {sorted(KNOWN_REFERENCES[name])}"))
+    assert not found, (f"{name}: hidden checks define reference answers where the student's kernel runs (use a "
+                       f"stand-in that answers no item, and replay it in the verdict): {found}")
+
+
+@pytest.mark.parametrize("planted, expected", [
+    ("def _ref_attention(q, k, v):\n    return q\n", ["_ref_attention"]),
+    ("class RefMHA:\n    pass\n", ["RefMHA"]),
+    ("ref_cfm = lambda model, x1: 0\n", ["ref_cfm"]),
+    ("from dgm.sequence import attention\n", ["import of dgm.sequence"]),
+    ("import dgm.flow_matching as fm\n", ["import of dgm.flow_matching"]),
+    ("from torch.nn.functional import scaled_dot_product_attention as _Ref\n", ["_Ref"]),
+    ("def _standin(q):\n    return q\nfrom dgm.data import load_dataset\n", []),
+])
+def test_the_reference_scan_catches_a_planted_slip(planted, expected):
+    cell = nbformat.v4.new_code_cell(planted + STUDENT_MARK + "\nobs = 1\n" + VERDICT_MARK
+                                     + "\nfrom dgm.sequence import attention as ref_attention\n"
+                                       "def _ref(x):\n    return x\n",
+                                     metadata={"tags": ["hidden"]})
+    assert kernel_references(cell) == expected  # the verdict's references run in the grader: allowed
