@@ -12,10 +12,12 @@ grader (``autograder grade``) in the smoke profile beside the unchanged referenc
   functions (``dgm.homework.fm_heldout_loss``, ``dgm.evaluate.evaluate_samples``) patched to return
   perfect numbers.
 
-Two more (attack S2) train ``velocity_model`` honestly and then redefine ``train_fm``: ``blob_train`` loads
+Three more: two (attack S2) train ``velocity_model`` honestly and then redefine ``train_fm``: ``blob_train`` loads
 the trained weights, kept aside as an embedded blob would be, into whatever model it is given;
 ``idle_train`` returns a loss curve without touching the model. Their weights pass the bands, but the grader
 always runs the student's ``train_fm`` on a tiny model of its own, so they lose the training item too.
+``patched_mse`` leaves the model untrained and patches ``F.mse_loss`` so that ``cfm_loss`` looks wrong when
+the training is checked (the loop alone would decide the item): the grader sees torch's functions changed.
 
 The grader loads the weights into its own ``VelocityMLP`` and measures the held-out loss and its
 own samples, so each loses the training item and keeps every other. The last tests check the
@@ -70,6 +72,9 @@ S2_ATTACKS = {
                   "    return [1.2] * epochs\n",
     "idle_train": TRAIN_LINE + "\n\n\ndef train_fm(model, loader, epochs, lr):  # forged: returns a curve\n"
                   "    return [1.2] * epochs\n",
+    # untrained, with torch's mse_loss patched so that cfm_loss looks wrong when the training is checked (the
+    # loop alone would then decide the item): the grader sees torch's functions changed
+    "patched_mse": "fm_losses = [1.45, 1.31, 1.25, 1.22, 1.2]\nF.mse_loss = lambda a, b: ((a - b) ** 2).sum()",
 }
 
 
@@ -109,7 +114,8 @@ def test_untrained_or_random_weights_with_forged_numbers_score_zero_on_training(
 @pytest.mark.parametrize("student", list(S2_ATTACKS))
 def test_a_training_function_that_trains_nothing_loses_the_training_item(graded, student):
     got, _, output = _scores(graded, student)["fm-train"]
-    assert got == 0 and "your train_fm did not train the model it was given" in output, output
+    words = "must not replace torch's functions" if student == "patched_mse" else "did not train the model it was given"
+    assert got == 0 and words in output, output
 
 
 @pytest.mark.parametrize("student", [*ATTACKS, *S2_ATTACKS])
