@@ -264,26 +264,33 @@ def test_a_cuda_kernel_gets_only_the_gpu_it_was_given(monkeypatch):
     assert not any(a.startswith("/dev/nvidia") for a in argv)  # no GPU on cpu
 
 
-@needs_bwrap
-def test_without_a_cgroup_the_process_limit_still_holds_in_the_sandbox(tmp_path):
-    """Where no cgroup can be made, ``RLIMIT_NPROC`` is set inside the kernel's user namespace
-    and caps its processes; Linux exempts root from it, and then the sandbox must not claim it."""
+def _launch(tmp_path: Path, code: str, **limits) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run ``python -c code`` through the sandbox launcher with the spec's ``limits`` (keys of
+    the spec: nproc, memory_mb, cpus, cgroup_name); return the run and the status it wrote."""
     work, status = tmp_path / "work", tmp_path / "status.json"
     work.mkdir()
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(
         str(p.parent) for p in sandbox.package_dirs())}
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({
-        "workdir": str(work), "isolate": True, "nproc": 16, "memory_mb": None, "env": env,
-        "readonly": sandbox.readonly_paths(env), "status": str(status), "device": "cpu",
-        "cgroup_name": "no-such-parent/none"}))  # cannot be created: no cgroup
+    spec.write_text(json.dumps({"workdir": str(work), "isolate": True, "memory_mb": None, "env": env,
+                                "readonly": sandbox.readonly_paths(env), "status": str(status),
+                                "device": "cpu", **limits}))
+    done = subprocess.run([sys.executable, "-m", "autograder.sandbox", str(spec), "--",
+                           sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=env["PYTHONPATH"]))
+    return done, json.loads(status.read_text())
+
+
+@needs_bwrap
+def test_without_a_cgroup_the_process_limit_still_holds_in_the_sandbox(tmp_path):
+    """Where no cgroup can be made, ``RLIMIT_NPROC`` is set inside the kernel's user namespace
+    and caps its processes; Linux exempts root from it, and then the sandbox must not claim it."""
     spawn = ("import subprocess\nstarted = []\nfor _ in range(40):\n    try:\n"
              "        started.append(subprocess.Popen(['sleep', '5']))\n    except OSError:\n"
              "        break\nprint('STARTED', len(started))\nfor p in started:\n    p.kill()\n")
-    done = subprocess.run([sys.executable, "-m", "autograder.sandbox", str(spec), "--",
-                           sys.executable, "-c", spawn], capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ, PYTHONPATH=env["PYTHONPATH"]))
-    claimed = "processes (rlimit)" in json.loads(status.read_text())["limits"]
+    done, status = _launch(tmp_path, spawn, nproc=16,
+                           cgroup_name="no-such-parent/none")  # cannot be created: no cgroup
+    claimed = "processes (rlimit)" in status["limits"]
     started = int(done.stdout.split("STARTED ")[1].split()[0])
     assert claimed == (os.geteuid() != 0)
     assert (0 < started < 16) == claimed, done.stdout + done.stderr
@@ -293,31 +300,19 @@ def test_without_a_cgroup_the_process_limit_still_holds_in_the_sandbox(tmp_path)
 def test_a_kernels_processes_share_its_cpu_quota_even_in_sessions_of_their_own(tmp_path):
     """The red team's CPU hog: processes that call setsid() and spin. The kernel's cgroup caps
     the CPU time of everything it starts at its quota (here half a core)."""
-    work, status = tmp_path / "work", tmp_path / "status.json"
-    work.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(
-        str(p.parent) for p in sandbox.package_dirs())}
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({
-        "workdir": str(work), "isolate": True, "nproc": 64, "memory_mb": None, "cpus": 0.5,
-        "env": env, "readonly": sandbox.readonly_paths(env), "status": str(status),
-        "device": "cpu", "cgroup_name": f"dgm-test-cpu-{os.getpid()}"}))
     hog = ("import os, resource, time\nkids = []\nfor _ in range(4):\n    pid = os.fork()\n"
            "    if pid == 0:\n        os.setsid()\n        end = time.time() + 3\n"
            "        while time.time() < end:\n            pass\n        os._exit(0)\n"
            "    kids.append(pid)\nfor pid in kids:\n    os.waitpid(pid, 0)\n"
            "u = resource.getrusage(resource.RUSAGE_CHILDREN)\nprint('CPU', u.ru_utime + u.ru_stime)\n")
-    done = subprocess.run([sys.executable, "-m", "autograder.sandbox", str(spec), "--",
-                           sys.executable, "-c", hog], capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=env["PYTHONPATH"]))
-    applied = json.loads(status.read_text())["limits"]
-    for group in json.loads(status.read_text())["cgroups"]:
+    done, status = _launch(tmp_path, hog, nproc=64, cpus=0.5, cgroup_name=f"dgm-test-cpu-{os.getpid()}")
+    for group in status["cgroups"]:
         try:
             os.rmdir(group)  # empty: its processes are gone
         except OSError:
             pass
-    if "cpu" not in applied:
-        pytest.skip(f"no cpu cgroup can be made here (applied: {applied})")
+    if "cpu" not in status["limits"]:
+        pytest.skip(f"no cpu cgroup can be made here (applied: {status['limits']})")
     used = float(done.stdout.split("CPU ")[1].split()[0])
     # 4 spinning processes for 3 s would use up to 12 s of CPU (6 s on 2 cores) without a quota
     assert used < 0.5 * 3 * 1.5 + 0.5, (used, done.stderr[-2000:])
