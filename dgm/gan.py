@@ -141,8 +141,12 @@ def ring_of_gaussians(n: int, k: int = 8, radius: float = 2.0, std: float = 0.05
     return ring_centers(k, radius)[which] + std * torch.randn(n, 2, generator=generator)
 
 
+#: a mode counts as covered when it holds at least this share of the samples
+MIN_MODE_SHARE = 0.01
+
+
 def mode_coverage(samples: Tensor, k: int = 8, radius: float = 2.0, std: float = 0.05,
-                  min_share: float = 0.01) -> tuple[int, float]:
+                  min_share: float = MIN_MODE_SHARE) -> tuple[int, float]:
     """How well 2-D ``samples`` cover the ring: the number of modes that hold at least
     ``min_share`` of the samples within 3 std of their centre, and the fraction of samples that
     lie within 3 std of some centre ("high quality")."""
