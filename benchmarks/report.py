@@ -94,8 +94,8 @@ SIDE_BY_SIDE = {
                                   "flow_test_bits_per_dim", "ddpm_ms_per_image", "autoregressive_fd",
                                   "autoregressive_test_bits_per_dim", "autoregressive_ms_per_image"]),
     "evaluation": ("evaluation", ["classifier_accuracy", "fd_real", "fd_noise"]),
-    "flow_matching": ("flow_matching", ["fm_train_seconds", "ddpm_train_seconds", "fd_fm_euler_nfe100",
-                                        "fd_fm_heun_nfe100", "fd_ddim_nfe100", "fd_ddpm_nfe100",
+    "flow_matching": ("flow_matching", ["fm_train_seconds", "ddpm_train_seconds", "fd_fm_euler_nfe50",
+                                        "fd_fm_heun_nfe50", "fd_ddim_nfe50", "fd_ddpm_nfe100",
                                         "straightness_before", "straightness_after"]),
 }
 

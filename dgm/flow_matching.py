@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-from dgm.ode import Method, integrate, time_grid
+from dgm.config import check_choice
+from dgm.ode import Method, evaluations, integrate, time_grid
 from dgm.unet import NULL_CLASS, UNet
 
 VelocityModel = Callable[..., Tensor]
@@ -365,6 +367,7 @@ class FlowMatchingSettings:
     batch: int                       # batch size
     lr: float                        # peak Adam learning rate (the diffusion chapter's)
     nfe: tuple[int, ...]             # network evaluations on the quality-against-cost curve
+    ddpm_nfe: tuple[int, ...]        # the same for the stochastic DDPM sampler (see sampler_budgets)
     eval_samples: int                # samples scored per point of that curve
     reflow_pairs: int                # pairs (x_0, x_1) generated for reflow
     reflow_pair_nfe: int             # network evaluations per pair (Heun)
@@ -379,18 +382,47 @@ class FlowMatchingSettings:
 SETTINGS = {
     # Seconds on 2 cores: a tiny U-Net (the diffusion chapter's smoke widths), a few steps.
     "smoke": FlowMatchingSettings(
-        train_steps=6, subset=256, batch=32, lr=2e-3, nfe=(1, 4), eval_samples=32,
+        train_steps=6, subset=256, batch=32, lr=2e-3, nfe=(1, 4), ddpm_nfe=(1, 4), eval_samples=32,
         reflow_pairs=32, reflow_pair_nfe=4, reflow_steps=2, reflow_lr=5e-4,
         toy_steps=60, toy_hidden=32, threads=1),
     # Minutes on 2 cores: the diffusion chapter's 0.74 M-parameter U-Net, trained twice (flow
-    # matching and DDPM) for the same number of steps at the same cost per step.
+    # matching and DDPM) for the same number of steps at the same cost per step. Training is two
+    # thirds of the chapter's time, the sampler curve a quarter (benchmarks/flow_matching_stages.py,
+    # issue #17): the ODE samplers stop at 50 evaluations (they change little beyond 25), only
+    # DDPM's stochastic sampler, which needs many steps, goes to 100; 192 samples per point keep
+    # the Frechet distance's spread (about 5) well below the gaps between the samplers.
     "cpu": FlowMatchingSettings(
-        train_steps=400, subset=4000, batch=128, lr=2e-3, nfe=(1, 2, 4, 10, 25, 100),
-        eval_samples=256, reflow_pairs=1024, reflow_pair_nfe=24, reflow_steps=150, reflow_lr=5e-4,
-        toy_steps=2000, toy_hidden=128),
+        train_steps=320, subset=4000, batch=128, lr=2e-3, nfe=(1, 2, 4, 10, 25, 50),
+        ddpm_nfe=(1, 2, 4, 10, 25, 100), eval_samples=192, reflow_pairs=768, reflow_pair_nfe=20,
+        reflow_steps=100, reflow_lr=5e-4, toy_steps=1500, toy_hidden=128),
     # One GPU: the diffusion chapter's full U-Net and step budget.
     "full": FlowMatchingSettings(
         train_steps=8000, subset=60000, batch=128, lr=1e-3, nfe=(1, 2, 4, 10, 25, 50, 100),
-        eval_samples=2000, reflow_pairs=20000, reflow_pair_nfe=100, reflow_steps=3000,
-        reflow_lr=2e-4, toy_steps=5000, toy_hidden=256),
+        ddpm_nfe=(1, 2, 4, 10, 25, 50, 100), eval_samples=2000, reflow_pairs=20000, reflow_pair_nfe=100,
+        reflow_steps=3000, reflow_lr=2e-4, toy_steps=5000, toy_hidden=256),
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter's samplers and their budgets
+# ---------------------------------------------------------------------------------------------
+Sampler = Literal["fm_euler", "fm_heun", "ddim", "ddpm"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+
+
+def sampler_budgets(cfg: FlowMatchingSettings, name: Sampler) -> tuple[int, ...]:
+    """The budgets of network evaluations at which the chapter runs sampler ``name``: ``cfg.nfe``
+    (Heun from 2 on, its smallest step costs two), and ``cfg.ddpm_nfe`` for the stochastic DDPM."""
+    check_choice(name, SAMPLERS, "sampler")
+    if name == "fm_heun":
+        return tuple(n for n in cfg.nfe if n >= 2)
+    return cfg.ddpm_nfe if name == "ddpm" else cfg.nfe
+
+
+def sampler_evaluations(name: Sampler, nfe: int, T: int) -> int:
+    """Network evaluations sampler ``name`` spends for budget ``nfe``: Heun ``nfe // 2`` steps of
+    two, DDIM and DDPM one per step and at most ``T`` steps, Euler ``nfe``."""
+    check_choice(name, SAMPLERS, "sampler")
+    if name == "fm_heun":
+        return evaluations("heun", nfe // 2)
+    return min(nfe, T) if name in ("ddim", "ddpm") else nfe

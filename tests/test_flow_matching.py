@@ -6,6 +6,8 @@ import torch
 
 from dgm import diffusion
 from dgm.flow_matching import (
+    SAMPLERS,
+    SETTINGS,
     GaussianMixture,
     VelocityUNet,
     cfm_loss,
@@ -22,6 +24,8 @@ from dgm.flow_matching import (
     reflow_loss,
     reflow_pairs,
     sample,
+    sampler_budgets,
+    sampler_evaluations,
     score_from_velocity,
     straightness,
     velocity_from_eps,
@@ -295,3 +299,31 @@ def test_the_marginal_velocity_is_the_marginal_score_converted_by_eq_fm_param():
     score, = torch.autograd.grad(MIXTURE.log_density(x, t).sum(), x)
     assert torch.allclose(velocity_from_score(x, t, score), MIXTURE.velocity(x, t))
     assert torch.allclose(score_from_velocity(x, t, MIXTURE.velocity(x, t)), score)
+
+
+def test_sampler_evaluations_count_the_network_calls_each_sampler_makes():
+    """Heun spends two calls per step on nfe // 2 steps; DDIM and DDPM one per step, at most T."""
+    calls = 0
+
+    def field(x, t):
+        nonlocal calls
+        calls += 1
+        return -x
+
+    for nfe in (2, 5, 10):
+        calls = 0
+        sample(field, (3, 2), nfe // 2, "heun")
+        assert calls == sampler_evaluations("fm_heun", nfe, 200)
+    assert sampler_evaluations("fm_euler", 7, 200) == 7
+    assert [sampler_evaluations(name, 500, 200) for name in ("ddim", "ddpm")] == [200, 200]
+    with pytest.raises(ValueError, match="fm_euler"):
+        sampler_evaluations("midpoint", 4, 200)
+
+
+@pytest.mark.parametrize("profile", sorted(SETTINGS))
+def test_every_sampler_has_budgets_and_heun_none_below_its_two_calls(profile):
+    cfg = SETTINGS[profile]
+    for name in SAMPLERS:
+        assert sampler_budgets(cfg, name), (profile, name)
+    assert min(sampler_budgets(cfg, "fm_heun")) >= 2
+    assert sampler_budgets(cfg, "ddpm") == cfg.ddpm_nfe
