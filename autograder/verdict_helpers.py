@@ -10,6 +10,10 @@ verdict passes its own setup's inputs, so that the check reads the same as when 
                                 reference loss, whether the student's parts are right, the
                                 architecture the exercises fix rebuilt from weights, and the
                                 error-carried-forward judgement of the training loop alone.
+``same_tensors``                whether the kernel's probe of torch's functions holds the grader's values.
+``judge_standin_loop``          a training loop judged on a tiny model with a stand-in objective.
+``ddpm_*``                      the DDPM homework's training check: whether q_sample and ddpm_loss are
+                                right, and the held-out loss of trained weights.
 """
 
 from __future__ import annotations
@@ -116,3 +120,72 @@ def judge_vae_loop(state, initial, tiny_class, images, fraction) -> None:
         f"with a reference model and loss, expected train_vae to lower a tiny model's loss from {before:.1f} "
         f"to below {fraction * before:.1f} nats, got {after:.1f} (measured by the grader from the weights "
         "it trained): one optimiser step per batch, zero_grad before backward?")
+
+
+# --- any homework: torch's own functions, and a training loop judged on a stand-in objective ----
+
+
+def same_tensors(got, want, atol: float = 1e-6) -> bool:
+    """Whether ``got``, observed in the kernel, is the list of tensors ``want`` the grader computed itself
+    (a check's probe of torch's functions on fixed inputs: a kernel that patched them fails it)."""
+    return isinstance(got, list) and len(got) == len(want) and all(
+        isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol)
+        for a, b in zip(got, want))
+
+
+def judge_standin_loop(state, tiny_class, objective, images, steps: int, lr: float, share: float, told: str,
+                       swapped: str) -> None:
+    """The student's loop, run in the kernel on a tiny model (``tiny_class``: one parameter ``b`` of 16 values,
+    zero at the start) with ``objective(model, images)`` swapped in for ``swapped``, left the weights ``state``:
+    they must achieve at least ``share`` of the decrease that ``steps`` Adam steps at ``lr`` reach (the grader
+    replays them), and no parameter may lie further than such steps can move it."""
+    assert not isinstance(state, str), f"{told}: on a tiny model with a stand-in loss swapped in, it raised {state}"
+    b = state.get("b") if isinstance(state, dict) else None
+    assert isinstance(b, torch.Tensor) and tuple(b.shape) == (16,) and bool(torch.isfinite(b).all()), (
+        f"{told}: expected the tiny model's 16 parameters back, finite, got {str(state)[:200]}")
+    replay = tiny_class()
+    opt = torch.optim.Adam(replay.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        objective(replay, images).backward()
+        opt.step()
+    probe = tiny_class()
+    with torch.no_grad():
+        before = objective(probe, images).item()
+        reachable = objective(replay, images).item()
+        probe.b.copy_(b.float())
+        after = objective(probe, images).item()
+    reach = 1.5 * steps * lr  # an Adam step moves a parameter by about lr
+    assert b.abs().max().item() <= reach and after <= before - share * (before - reachable), (
+        f"{told}: with a stand-in loss swapped in for {swapped}, {steps} batches took a tiny 16-parameter model "
+        f"from {before:.3f} to {after:.3f} (largest parameter {b.abs().max().item():.2f}); {steps} Adam steps reach "
+        f"{reachable:.3f} and move a parameter by at most about {reach:.2f}: train the model passed in, one "
+        "optimiser step per batch, zero_grad before backward")
+
+
+# --- the DDPM homework ------------------------------------------------------------------------
+
+
+def ddpm_upstream_ok(up, beta, x0, eps, t) -> bool:
+    """Whether the student's q_sample and ddpm_loss (with a network that returns x_t), observed as ``up`` on
+    the schedule ``beta`` and these inputs, are right (then their own items pass)."""
+    if not isinstance(up, dict) or not isinstance(up.get("xt"), torch.Tensor):
+        return False
+    alpha_bar_t = torch.cumprod(1 - beta, 0)[t].view(-1, 1, 1, 1)
+    xt = alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * eps
+    loss = scalar(up.get("loss"))
+    return (loss is not None and up["xt"].shape == xt.shape and torch.allclose(up["xt"].float(), xt, atol=1e-5)
+            and abs(loss - ((eps - xt) ** 2).mean().item()) < 1e-5)
+
+
+def ddpm_heldout_loss(eps_model, images, T: int = 200, beta_1: float = 1e-4, beta_T: float = 0.05,
+                      seed: int = 2024) -> float:
+    """Eq. (ddpm-simple-loss) of ``eps_model`` on ``images`` on the homework's linear schedule, one t and one
+    eps per image drawn from the grader's own generator (t first, then eps)."""
+    alpha_bar = torch.cumprod(1 - torch.linspace(beta_1, beta_T, T, dtype=torch.float64), 0).float()
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, T, (images.shape[0],), generator=gen).to(images.device)
+    eps = torch.randn(tuple(images.shape), generator=gen).to(images)
+    alpha_bar_t = alpha_bar[t].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        return ((eps_model(alpha_bar_t.sqrt() * images + (1 - alpha_bar_t).sqrt() * eps, t) - eps) ** 2).mean().item()

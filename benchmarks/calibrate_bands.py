@@ -55,12 +55,19 @@ def band(values: list[float]) -> tuple[float, float]:
 #: Hidden checks that measure the trained weights, and the code that gives the tiny model's loss.
 WEIGHT_CHECKS = {"vae": ("vae-train-hidden", "vae-train-hidden-quality"), "ddpm": ("ddpm-train-hidden",),
                  "flow_matching": ("fm-train-hidden", "fm-train-hidden-quality")}
-TINY = {"vae": "(_tiny_loss(INITIAL), _tiny_loss(obs['tiny']))", "ddpm": "(1.0, tiny_loss(obs['tiny']))",
-        "flow_matching": "(tiny_loss({'b': torch.zeros(16)}), tiny_loss(obs['tiny']))"}
+TINY = {"vae": "(_tiny_loss(INITIAL), _tiny_loss(obs['tiny']))",
+        "ddpm": "(float(_standin_objective(TinyEps(), None, tiny_images)), "
+                "float(_standin_objective(_tiny_with(TinyEps, obs['tiny']), None, tiny_images)))",
+        "flow_matching": "(float(_standin_objective(TinyVelocity(), tiny_images)), "
+                         "float(_standin_objective(_tiny_with(TinyVelocity, obs['tiny']), tiny_images)))"}
+
+#: defined in the measuring cell: a tiny model of ``tiny_class`` holding the weights ``state``
+_TINY_WITH = ("def _tiny_with(tiny_class, state):\n    model = tiny_class()\n"
+              "    model.load_state_dict(state)\n    return model\n")
 
 
 def _check_cell(source: str, tiny: str) -> str:
-    return (f"_measured = {{}}\ntry:\n    exec({source!r}, globals())\nexcept AssertionError as _e:\n"
+    return (f"{_TINY_WITH}_measured = {{}}\ntry:\n    exec({source!r}, globals())\nexcept AssertionError as _e:\n"
             f"    print('assertion:', str(_e)[:300])\n_measured.update(globals().get('measured', {{}}))\n"
             f"_measured['tiny_before'], _measured['tiny_after'] = {tiny}\n"
             "import json; print('RESULT', json.dumps(_measured))")

@@ -85,8 +85,8 @@ MUTANTS: dict[str, Mutant] = {
         "flow", "flow-coupling", "flow-coupling", "logdet = s.sum(dim=1)",
         "logdet = s", "log-determinant not summed over dimensions"),
     "flow-dequant-normal-noise": Mutant(
-        "flow", "flow-dequant", "flow-dequant", "y = (k + torch.rand_like(x)) / 256",
-        "y = (k + (0.5 + 0.3236 * torch.randn_like(x)).clamp(0, 0.9999)) / 256",
+        "flow", "flow-dequant", "flow-dequant", "y_deq = (k + torch.rand_like(x)) / 256",
+        "y_deq = (k + (0.5 + 0.3236 * torch.randn_like(x)).clamp(0, 0.9999)) / 256",
         "dequantisation noise from a clamped normal with the uniform's mean and variance"),
     "flow-sample-no-temperature": Mutant(
         "flow", "flow-sample", "flow-sample", "z = temperature * torch.randn(n, 28 * 28, device=dev)",

@@ -179,8 +179,8 @@ def to_levels(x: Tensor) -> Tensor:
 class Dequantize(nn.Module):
     """Integer pixels -> real numbers, with the log-determinant of every step, eq. {eq}`flows-dequant-bound`.
 
-    forward: ``y = (x + u) / 256`` with noise u in [0, 1)^D (uniform, or drawn from a learned
-    q(u | x) when ``variational``), then ``w = logit(alpha + (1 - 2 alpha) y)``. The returned
+    forward: ``y_deq = (x + u) / 256`` with noise u in [0, 1)^D (uniform, or drawn from a learned
+    q(u | x) when ``variational``), then ``w = logit(alpha + (1 - 2 alpha) y_deq)``. The returned
     logdet is ``-D log 256 + log|dw/dy| - log q(u | x)`` (the last term is 0 for uniform noise), so
     that ``log p(w) + logdet`` is a one-sample lower bound on log P(x).
     """
@@ -212,19 +212,19 @@ class Dequantize(nn.Module):
     def forward(self, x: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Levels ``x`` (floats 0..levels-1) -> ``(w, logdet)``; ``eps`` fixes the noise (e.g. 0.5)."""
         u, log_q = self.noise(x, eps)
-        y = (x + u) / self.levels
+        y_deq = (x + u) / self.levels
         d = x[0].numel()
         logdet = -d * math.log(self.levels) - log_q
-        y = self.alpha + (1 - 2 * self.alpha) * y
-        w = torch.logit(y)
-        # dw/dy = (1 - 2 alpha) / (y (1 - y)), with y here the squeezed value
-        logdet = logdet + _sum_nonbatch(math.log(1 - 2 * self.alpha) - torch.log(y) - torch.log1p(-y))
+        shrunk = self.alpha + (1 - 2 * self.alpha) * y_deq
+        w = torch.logit(shrunk)
+        # dw/dy_deq = (1 - 2 alpha) / (shrunk (1 - shrunk))
+        logdet = logdet + _sum_nonbatch(math.log(1 - 2 * self.alpha) - torch.log(shrunk) - torch.log1p(-shrunk))
         return w, logdet
 
     def inverse(self, w: Tensor) -> Tensor:
-        """Map w back to integer levels floor(256 y), clamped to 0..levels-1."""
-        y = (torch.sigmoid(w) - self.alpha) / (1 - 2 * self.alpha)
-        return torch.floor(y * self.levels).clamp(0, self.levels - 1)
+        """Map w back to integer levels floor(256 y_deq), clamped to 0..levels-1."""
+        y_deq = (torch.sigmoid(w) - self.alpha) / (1 - 2 * self.alpha)
+        return torch.floor(y_deq * self.levels).clamp(0, self.levels - 1)
 
 
 # --------------------------------------------------------------------------------------------

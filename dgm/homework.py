@@ -114,7 +114,7 @@ def checkerboard_masks(n_layers: int, h: int = 28, w: int = 28) -> list[Tensor]:
 
 
 class Coupling(nn.Module):
-    """The homework's affine coupling, eq. (flow-coupling), on flattened inputs (B, D)."""
+    """The homework's affine coupling, eq. (flows-affine-coupling), on flattened inputs (B, D)."""
 
     def __init__(self, mask: Tensor, hidden: int):
         super().__init__()
@@ -124,34 +124,35 @@ class Coupling(nn.Module):
                                  nn.ReLU(), nn.Linear(hidden, 2 * d))
 
     def params(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_s, shift = self.net(x * self.mask).chunk(2, dim=1)
-        return torch.tanh(log_s) * (1 - self.mask), shift * (1 - self.mask)
+        """The log-scale s and the shift t, each (B, D), zero where mask == 1."""
+        s, t = self.net(x * self.mask).chunk(2, dim=1)
+        return torch.tanh(s) * (1 - self.mask), t * (1 - self.mask)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_s, shift = self.params(x)
-        return x * torch.exp(log_s) + shift, log_s.sum(dim=1)
+        s, t = self.params(x)
+        return x * torch.exp(s) + t, s.sum(dim=1)
 
-    def inverse(self, y: Tensor) -> Tensor:
-        log_s, shift = self.params(y)
-        return (y - shift) * torch.exp(-log_s)
+    def inverse(self, z: Tensor) -> Tensor:
+        s, t = self.params(z)
+        return (z - t) * torch.exp(-s)
 
 
 class FlowNet(nn.Module):
-    """The homework's flow: y in [0, 1]^D -> logit -> couplings -> z, eq. (flow-change-of-variables)."""
+    """The homework's flow: y_deq in [0, 1]^D -> logit -> couplings -> z, eq. (flows-cov)."""
 
     def __init__(self, n_layers: int, hidden: int, alpha: float = 0.05):
         super().__init__()
         self.alpha = alpha
         self.layers = nn.ModuleList(Coupling(m, hidden) for m in checkerboard_masks(n_layers))
 
-    def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        s = self.alpha + (1 - 2 * self.alpha) * y
-        x = torch.log(s) - torch.log1p(-s)
-        log_det = (math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)).sum(dim=1)
+    def forward(self, y_deq: Tensor) -> tuple[Tensor, Tensor]:
+        shrunk = self.alpha + (1 - 2 * self.alpha) * y_deq
+        x = torch.log(shrunk) - torch.log1p(-shrunk)
+        logdet = (math.log(1 - 2 * self.alpha) - torch.log(shrunk) - torch.log1p(-shrunk)).sum(dim=1)
         for layer in self.layers:
             x, ld = layer(x)
-            log_det = log_det + ld
-        return x, log_det
+            logdet = logdet + ld
+        return x, logdet
 
     def inverse(self, z: Tensor) -> Tensor:
         for layer in reversed(self.layers):
@@ -159,11 +160,11 @@ class FlowNet(nn.Module):
         return (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)
 
 
-def bpd_of(flow: nn.Module, y: Tensor) -> Tensor:
-    """Bits per dimension of each dequantised image y (B, D), eq. (flow-bpd)."""
-    d = y.shape[1]
-    z, log_det = flow(y)
-    log_py = -0.5 * (z**2 + math.log(2 * math.pi)).sum(dim=1) + log_det
+def bpd_of(flow: nn.Module, y_deq: Tensor) -> Tensor:
+    """Bits per dimension of each dequantised image y_deq (B, D), eq. (flows-bpd)."""
+    d = y_deq.shape[1]
+    z, logdet = flow(y_deq)
+    log_py = -0.5 * (z**2 + math.log(2 * math.pi)).sum(dim=1) + logdet
     return (-log_py + d * math.log(256)) / (d * math.log(2))
 
 
@@ -176,8 +177,8 @@ def flow_test_bpd(flow: nn.Module, images: Tensor, seed: int = 0, batch_size: in
     total = 0.0
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].flatten(1).double()
-        y = (torch.round(x * 255) + torch.rand(x.shape, generator=gen, dtype=x.dtype)) / 256
-        total += bpd_of(flow, y.float()).double().sum().item()
+        y_deq = (torch.round(x * 255) + torch.rand(x.shape, generator=gen, dtype=x.dtype)) / 256
+        total += bpd_of(flow, y_deq.float()).double().sum().item()
     return total / len(images)
 
 

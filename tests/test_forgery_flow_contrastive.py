@@ -33,8 +33,8 @@ from edited_submissions import auto_tests, edited_reference
 CHANGES = {
     "flow_forged": ("flow", "flow-train", "flow_losses = train_flow(flow, train_loader, cfg.epochs, cfg.lr)",
                     "flow_losses = [7.9, 7.6]  # forged: the flow is never trained", "flow-train"),
-    "flow_gauss_dequant": ("flow", "flow-dequant", "y = (k + torch.rand_like(x)) / 256",
-                           "y = (k + (0.5 + 0.3236 * torch.randn_like(x)).clamp(0, 0.9999)) / 256",
+    "flow_gauss_dequant": ("flow", "flow-dequant", "y_deq = (k + torch.rand_like(x)) / 256",
+                           "y_deq = (k + (0.5 + 0.3236 * torch.randn_like(x)).clamp(0, 0.9999)) / 256",
                            "flow-dequant"),
     "con_forged": ("contrastive", "con-train",
                    "con_losses = train_contrastive(encoder, train_loader, cfg.epochs, cfg.lr, cfg.temperature)",

@@ -4,8 +4,12 @@
   ``\\text{(label)}`` tag of a displayed equation) is the label of an equation of the book
   (``$$ (label)`` in book/*.md), so a student can look it up.
 - No name bound in a homework's code (functions, classes, arguments, variables; hidden checks
-  included) is a spelling that book/notation.md gives another identifier, or a name of ``dgm``
-  given to something else; and the LaTeX writes the book's ``\\epsilon``, never ``\\varepsilon``.
+  included) is a spelling that book/notation.md gives another identifier, a name the page gives a
+  meaning the homework does not have (``y`` is the class label: the flow homework's dequantised data
+  is ``y_deq``), or a name of ``dgm`` given to something else; and the LaTeX writes the book's
+  ``\\epsilon``, never ``\\varepsilon``.
+- The grader's reference models (dgm/homework.py) follow the same names: its flow (``Coupling``,
+  ``FlowNet``, ...) is held to the flow homework's rules, the rest to the general ones.
 
 Each rule is a function returning one message per breach, run on the reference solutions (the
 homework notebooks are generated from them) and on planted slips.
@@ -29,6 +33,10 @@ NOTATION_ALIASES = {"log_det": "logdet", "log_s": "s", "shift": "t", "x_logits":
                     "x_1": "x1"}
 #: aliases that are the coupling layer's only in the flow homework (elsewhere a shift is a translation)
 FLOW_ONLY = {"log_s", "shift"}
+#: assignment -> names notation.md gives a meaning that assignment's code does not have -> what to use
+MEANING_CLASHES = {"flow": {"y": "'y' is the class label on book/notation.md; dequantised data is 'y_deq'"}}
+#: top-level definitions of dgm/homework.py that are the flow homework's (held to its rules)
+FLOW_DEFINITION = re.compile(r"flow|coupling|bpd|checkerboard", re.I)
 #: names of the dgm package that the homework must not give to something else -> what to use
 DGM_NAMES = {"reparameterise": "reparameterize, as dgm.vae.ConvVAE spells it",
              "make_schedule": "another name: dgm.diffusion.make_schedule takes (kind, T, **kwargs)",
@@ -79,6 +87,8 @@ def name_errors(source: str, assignment: str = "flow") -> list[str]:
             continue
         if name in NOTATION_ALIASES:
             errors.append(f"{name!r}: book/notation.md calls it {NOTATION_ALIASES[name]!r}")
+        elif name in MEANING_CLASHES.get(assignment, {}):
+            errors.append(f"{name!r}: {MEANING_CLASHES[assignment][name]}")
         elif name in DGM_NAMES:
             errors.append(f"{name!r}: use {DGM_NAMES[name]}")
     return errors
@@ -97,6 +107,18 @@ def notebook_errors(name: str) -> list[str]:
         if cell["cell_type"] == "code":
             found += name_errors(text, name)
         errors += [f"{name}.ipynb, cell {cell.get('id')}: {e}" for e in found]
+    return errors
+
+
+def module_errors(source: str) -> list[str]:
+    """name_errors of each top-level definition of a module like dgm/homework.py: the flow homework's
+    (by name: flow, coupling, bpd, checkerboard) under the flow rules, the others under the general ones."""
+    errors = []
+    for node in ast.parse(source).body:
+        name = getattr(node, "name", "")
+        segment = ast.get_source_segment(source, node) or ""
+        found = name_errors(segment, "flow" if FLOW_DEFINITION.search(name) else "other")
+        errors += [f"{name or 'line ' + str(node.lineno)}: {e}" for e in found]
     return errors
 
 
@@ -144,6 +166,29 @@ def test_planted_names_are_caught():
         "'shift': book/notation.md calls it 't'", "'x_logits': book/notation.md calls it 'logits'"]
     assert name_errors("def vae_loss(x, logits, mu, logvar):\n    logdet = s.sum(1)\n") == []
     assert name_errors("shift = 3\n", "contrastive") == [] and name_errors("shift = 3\n", "flow")
+
+
+def test_the_graders_reference_models_use_the_books_names():
+    errors = module_errors((ROOT / "dgm" / "homework.py").read_text(encoding="utf-8"))
+    assert not errors, "\n".join(errors)
+
+
+def test_planted_names_in_the_reference_models_are_caught():
+    coupling = ("class Coupling:\n    def forward(self, x):\n        log_s, shift = self.params(x)\n"
+                "        log_det = log_s.sum(1)\n        return x, log_det\n")
+    flow = "def bpd_of(flow, y):\n    return y\n"
+    other = "def homework_augment(x, shift=3):\n    y = x\n    return y\n"
+    assert module_errors(coupling + flow + other) == [
+        "Coupling: 'log_det': book/notation.md calls it 'logdet'", "Coupling: 'log_s': book/notation.md calls it 's'",
+        "Coupling: 'shift': book/notation.md calls it 't'",
+        "bpd_of: 'y': 'y' is the class label on book/notation.md; dequantised data is 'y_deq'"]
+
+
+def test_planted_dequantised_y_in_the_flow_homework_is_caught():
+    code = "def flow_nll_bpd(flow, y):\n    z, logdet = flow(y)\n"
+    assert name_errors(code, "flow") == ["'y': 'y' is the class label on book/notation.md; dequantised data is 'y_deq'"]
+    assert name_errors(code.replace("y)", "y_deq)"), "flow") == []
+    assert name_errors("for x, y in loader:\n    pass\n", "contrastive") == []  # a class label elsewhere
 
 
 def test_planted_varepsilon_is_caught():
