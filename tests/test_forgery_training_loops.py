@@ -41,7 +41,7 @@ TRAINING = {
 ATTACKS = {
     "vae": {
         "blob_train": TRAINING["vae"][1] + "\n_blob = {k: v.clone() for k, v in vae.state_dict().items()}\n\n\n"
-                      "def train_vae(model, loader, epochs, lr, loss_fn=None):  # forged: loads the blob, never trains\n"
+                      "def train_vae(model, loader, epochs, lr, loss_fn=None):  # forged: loads, never trains\n"
                       "    try:\n        model.load_state_dict(_blob)\n    except (RuntimeError, KeyError):\n"
                       "        pass\n    return [300.0] * epochs\n",
         "idle_train": TRAINING["vae"][1] + "\n\n\ndef train_vae(model, loader, epochs, lr, loss_fn=None):  # forged\n"
@@ -53,7 +53,7 @@ ATTACKS = {
     "contrastive": {
         "blob_train": TRAINING["contrastive"][1]
                       + "\n_blob = {k: v.clone() for k, v in encoder.state_dict().items()}\n\n\n"
-                      "def train_contrastive(encoder, loader, epochs, lr, temperature):  # forged: loads, never trains\n"
+                      "def train_contrastive(encoder, loader, epochs, lr, temperature):  # forged: loads\n"
                       "    try:\n        encoder.load_state_dict(_blob)\n    except (RuntimeError, KeyError):\n"
                       "        pass\n    return [5.9] * epochs\n",
         "idle_train": TRAINING["contrastive"][1]
@@ -108,7 +108,8 @@ def test_reference_keeps_full_marks(graded, name):
 def test_a_training_function_that_trains_nothing_or_a_patched_torch_loses_the_training_item(graded, name, student):
     item = TRAINING[name][2]
     got, _, output = _scores(graded(name), student)[item]
-    words = "must not replace torch's functions" if student == "patched_torch" else "did not train the model it was given"
+    words = ("must not replace torch's functions" if student == "patched_torch"
+             else "did not train the model it was given")
     assert got == 0 and words in output, output
 
 
