@@ -6,18 +6,22 @@ or student sections must not import it. Every function takes what it measures as
 verdict passes its own setup's inputs, so that the check reads the same as when it held a copy.
 
 ``shape_of``, ``scalar``        what an observed value is: a shape (or type name), one number or None.
-``vae_*``, ``judge_vae_loop``   the VAE homework's training and sample-quality checks: the
-                                reference loss, whether the student's parts are right, the
-                                architecture the exercises fix rebuilt from weights, and the
-                                error-carried-forward judgement of the training loop alone.
-``same_tensors``                whether the kernel's probe of torch's functions holds the grader's values.
-``judge_standin_loop``          a training loop judged on a tiny model with a stand-in objective.
+``torch_intact``,               the training checks' guards: whether the kernel's torch computed what the
+``judge_standin_loop``          grader's does on fixed inputs, and whether the student's training loop,
+                                run in the kernel on a tiny model with a stand-in objective swapped in,
+                                lowered that objective as the grader's own Adam steps do.
+``vae_*``                       the VAE homework's training and sample-quality checks: the
+                                reference loss, whether the student's parts are right, and the
+                                architecture the exercises fix rebuilt from weights.
 ``ddpm_*``                      the DDPM homework's training check: whether q_sample and ddpm_loss are
                                 right, and the held-out loss of trained weights.
+``transformer_*``, ``fm_*``,    the other training checks' replays: whether the student's parts, observed
+``contrastive_*``               on fixed inputs, are right, and the trained model loaded from its weights.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -35,6 +39,53 @@ def scalar(v):
     if isinstance(v, torch.Tensor) and v.numel() == 1:
         v = v.item()
     return float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else None
+
+
+# --- the training checks: the kernel's torch, and the loop on a stand-in objective ------------------
+
+
+def torch_intact(got, want, atol: float) -> bool:
+    """Whether the kernel's values of torch's own functions on fixed inputs (``got``, a list of tensors)
+    are the grader's (``want``): a notebook that patched torch to make a right part look wrong, so that
+    its training loop is judged alone, is caught here."""
+    return isinstance(got, list) and len(got) == len(want) and all(
+        isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol)
+        for a, b in zip(got, want))
+
+
+def judge_standin_loop(weights, tiny, objective, *, steps: int, lr: float, share: float, told: str,
+                       swapped_for: str, setting: str) -> None:
+    """The student's training loop, run in the kernel on ``tiny()`` (one parameter tensor, zero at the
+    start, whose output ignores the data) with a stand-in objective swapped in for ``swapped_for``, left
+    the parameter values ``weights`` (or the error message it raised). ``objective(model)`` is that
+    stand-in on a batch; the grader replays ``steps`` Adam steps at ``lr`` on it and requires ``weights``
+    to achieve at least ``share`` of that decrease, and no parameter farther from 0 than such steps
+    move one (about ``lr`` each). ``told`` opens every message; ``setting`` says how the loop was run."""
+    assert not isinstance(weights, str), f"{told}: on a tiny model with a stand-in loss swapped in, it raised {weights}"
+    if isinstance(weights, dict) and len(weights) == 1:  # the tiny model's state_dict
+        weights = next(iter(weights.values()))
+    replay = tiny()
+    param = next(replay.parameters())
+    assert isinstance(weights, torch.Tensor) and weights.shape == param.shape and bool(torch.isfinite(weights).all()), (
+        f"{told}: expected the tiny model's {param.numel()} parameters back, finite, got {str(weights)[:200]}")
+    opt = torch.optim.Adam(replay.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        objective(replay).backward()
+        opt.step()
+    probe = tiny()
+    with torch.no_grad():
+        before = objective(probe).item()
+        reachable = objective(replay).item()
+        next(probe.parameters()).copy_(weights.float())
+        after = objective(probe).item()
+    reach = 1.5 * steps * lr  # an Adam step moves a parameter by about lr
+    largest = weights.abs().max().item()
+    assert largest <= reach and after <= before - share * (before - reachable), (
+        f"{told}: with a stand-in loss swapped in for {swapped_for}, {setting} took a tiny {param.numel()}-parameter "
+        f"model from {before:.3f} to {after:.3f} (largest parameter {largest:.2f}); {steps} Adam steps reach "
+        f"{reachable:.3f} and move a parameter by at most about {reach:.2f}: train the model passed in, one "
+        "optimiser step per batch, zero_grad before backward")
 
 
 # --- the VAE homework -----------------------------------------------------------------------
@@ -84,9 +135,10 @@ def vae_layers(state):
 
 
 def vae_fixed_architecture(state, probes, x_probe) -> bool:
-    """Whether the student's encoder and decoder compute the MLPs the exercises fix (then the grader can
-    re-create the model from its weights); when they do not, their own items fail, and the training
-    items judge the loop alone (error carried forward)."""
+    """Whether the student's encoder and decoder (``state``: their weights, keys encoder.*, decoder.*;
+    ``probes``: what they computed on ``x_probe``) compute the MLPs the exercises fix (then the grader can
+    re-create the trained model from its weights); when they do not, their own items fail, and the
+    training items judge the loop alone (error carried forward)."""
     try:
         encoder, decoder, _ = vae_layers(state)
         mu, logvar = mlp_forward(encoder, x_probe.flatten(1)).chunk(2, dim=1)
@@ -97,70 +149,6 @@ def vae_fixed_architecture(state, probes, x_probe) -> bool:
     except (WeightsError, KeyError, TypeError, AttributeError, RuntimeError):
         return False
 
-
-def _tiny_loss(tiny_class, state, images) -> float:
-    """The reference loss of the tiny model (``tiny_class``, Linear layers ``enc`` and ``dec``) with
-    weights ``state`` on ``images`` (grader's noise, seed 2025)."""
-    model = tiny_class()
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    enc, dec = [(model.enc.weight, model.enc.bias)], [(model.dec.weight, model.dec.bias)]
-    return vae_neg_elbo(enc, dec, images, seed=2025)
-
-
-def judge_vae_loop(state, initial, tiny_class, images, fraction) -> None:
-    """Error carried forward: the student's train_vae, run on the tiny model from ``initial``, must
-    have left weights ``state`` whose reference loss is below ``fraction`` of the initial one."""
-    try:
-        with torch.no_grad():
-            before, after = _tiny_loss(tiny_class, initial, images), _tiny_loss(tiny_class, state, images)
-    except Exception:  # noqa: BLE001 - weights of the wrong shape or kind
-        raise AssertionError(f"with a reference model and loss, expected train_vae to train a tiny model, got "
-                             f"weights {str(state)[:200]}") from None
-    assert after < fraction * before, (
-        f"with a reference model and loss, expected train_vae to lower a tiny model's loss from {before:.1f} "
-        f"to below {fraction * before:.1f} nats, got {after:.1f} (measured by the grader from the weights "
-        "it trained): one optimiser step per batch, zero_grad before backward?")
-
-
-# --- any homework: torch's own functions, and a training loop judged on a stand-in objective ----
-
-
-def same_tensors(got, want, atol: float = 1e-6) -> bool:
-    """Whether ``got``, observed in the kernel, is the list of tensors ``want`` the grader computed itself
-    (a check's probe of torch's functions on fixed inputs: a kernel that patched them fails it)."""
-    return isinstance(got, list) and len(got) == len(want) and all(
-        isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol)
-        for a, b in zip(got, want))
-
-
-def judge_standin_loop(state, tiny_class, objective, images, steps: int, lr: float, share: float, told: str,
-                       swapped: str) -> None:
-    """The student's loop, run in the kernel on a tiny model (``tiny_class``: one parameter ``b`` of 16 values,
-    zero at the start) with ``objective(model, images)`` swapped in for ``swapped``, left the weights ``state``:
-    they must achieve at least ``share`` of the decrease that ``steps`` Adam steps at ``lr`` reach (the grader
-    replays them), and no parameter may lie further than such steps can move it."""
-    assert not isinstance(state, str), f"{told}: on a tiny model with a stand-in loss swapped in, it raised {state}"
-    b = state.get("b") if isinstance(state, dict) else None
-    assert isinstance(b, torch.Tensor) and tuple(b.shape) == (16,) and bool(torch.isfinite(b).all()), (
-        f"{told}: expected the tiny model's 16 parameters back, finite, got {str(state)[:200]}")
-    replay = tiny_class()
-    opt = torch.optim.Adam(replay.parameters(), lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        objective(replay, images).backward()
-        opt.step()
-    probe = tiny_class()
-    with torch.no_grad():
-        before = objective(probe, images).item()
-        reachable = objective(replay, images).item()
-        probe.b.copy_(b.float())
-        after = objective(probe, images).item()
-    reach = 1.5 * steps * lr  # an Adam step moves a parameter by about lr
-    assert b.abs().max().item() <= reach and after <= before - share * (before - reachable), (
-        f"{told}: with a stand-in loss swapped in for {swapped}, {steps} batches took a tiny 16-parameter model "
-        f"from {before:.3f} to {after:.3f} (largest parameter {b.abs().max().item():.2f}); {steps} Adam steps reach "
-        f"{reachable:.3f} and move a parameter by at most about {reach:.2f}: train the model passed in, one "
-        "optimiser step per batch, zero_grad before backward")
 
 
 # --- the DDPM homework ------------------------------------------------------------------------
@@ -189,3 +177,90 @@ def ddpm_heldout_loss(eps_model, images, T: int = 200, beta_1: float = 1e-4, bet
     alpha_bar_t = alpha_bar[t].view(-1, 1, 1, 1)
     with torch.no_grad():
         return ((eps_model(alpha_bar_t.sqrt() * images + (1 - alpha_bar_t).sqrt() * eps, t) - eps) ** 2).mean().item()
+
+
+# --- the transformer homework -----------------------------------------------------------------
+
+
+def transformer_upstream_ok(up, q, k, v, mask, x, block, table, tokens) -> bool:
+    """Whether the student's attention, heads, positional encoding, mask, block and loss, observed as
+    ``up`` on these fixed inputs (``block``: a TransformerBlock(6, 2) state_dict, ``table``: logits of a
+    lookup model), are right (their own items pass)."""
+    import dgm.sequence as ref
+
+    try:
+        blk = ref.TransformerBlock(6, 2)
+        blk.load_state_dict(block)
+        inputs = torch.cat([torch.full((len(tokens), 1), 16), tokens[:, :-1]], dim=1)
+        with torch.no_grad():
+            expected = {"attention": ref.attention(q, k, v, mask)[0], "split": ref.split_heads(x, 2),
+                        "combined": x, "pe": ref.positional_encoding(6, 8), "block": blk(x, mask),
+                        "loss": torch.nn.functional.cross_entropy(table[inputs].reshape(-1, 16), tokens.reshape(-1))
+                        / math.log(2)}
+        ok = torch.equal(up["mask"], torch.ones(5, 5, dtype=torch.bool).tril())
+        for key, value in expected.items():
+            got = torch.as_tensor(up[key]).double()
+            ok = ok and tuple(got.shape) == tuple(value.shape) and (got - value.double()).abs().max().item() < 1e-4
+        return bool(ok)
+    except Exception:  # noqa: BLE001 - anything the kernel sent that is not the right answer
+        return False
+
+
+def transformer_measured(weights, profile: str, n_samples: int = 0) -> dict:
+    """The grader's measurements of the trained transformer (dgm.homework.measure_transformer), from the
+    weights the kernel sent (or the error message it sent instead)."""
+    from dgm.homework import measure_transformer
+
+    assert not isinstance(weights, str), (
+        f"could not read the trained transformer's weights ({weights}): did the training cell run?")
+    try:
+        return measure_transformer(weights, profile, n_samples=n_samples)
+    except WeightsError as exc:
+        raise AssertionError(str(exc)) from None
+
+
+# --- the flow-matching homework ---------------------------------------------------------------
+
+
+def fm_upstream_ok(up, x0, x1, t) -> bool:
+    """Whether the path, its velocity and the loss, observed as ``up`` on these fixed inputs (and the
+    2,000 times the loss drew, ``up["t_drawn"]``), are right (their own items pass)."""
+    if not isinstance(up, dict) or "error" in up:
+        return False
+    tb = t.view(-1, 1, 1, 1)
+    xt_ref, v_ref = (1 - tb) * x0 + tb * x1, x1 - x0
+    try:
+        loss = float(up["loss"])
+        ok = (up["xt"].shape == xt_ref.shape and torch.allclose(up["xt"].float(), xt_ref, atol=1e-5)
+              and up["v"].shape == v_ref.shape and torch.allclose(up["v"].float(), v_ref, atol=1e-5)
+              and abs(loss - ((xt_ref - v_ref) ** 2).mean().item()) < 1e-5)
+        td = up["t_drawn"].double().flatten()
+        return bool(ok and td.numel() == 2000 and float(td.min()) >= 0 and float(td.max()) <= 1
+                    and float(td.min()) < 0.02 and float(td.max()) > 0.98 and len(set(td.tolist())) > 1900
+                    and abs(td.mean().item() - 0.5) < 0.05)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+        return False
+
+
+def fm_trained_model(weights, profile: str):
+    """The trained velocity network, loaded by the grader into the homework's VelocityMLP."""
+    from dgm.homework import load_velocity_model
+
+    try:
+        return load_velocity_model(weights, profile)
+    except (WeightsError, KeyError) as exc:
+        raise AssertionError(f"the trained velocity network `velocity_model` could not be measured: {exc}") from None
+
+
+# --- the contrastive homework -----------------------------------------------------------------
+
+
+def contrastive_upstream_ok(up, a, b) -> bool:
+    """Whether the student's nt_xent, observed as ``up`` = [orthogonal pairs e = eye(4, 6) at tau 0.5,
+    (a, b) at tau 0.5], is right (its own item passes)."""
+    from dgm.homework import nt_xent_loss
+
+    if not isinstance(up, list) or len(up) != 2 or any(scalar(v) is None for v in up):
+        return False
+    return (abs(scalar(up[0]) - math.log(1 + 6 * math.exp(-2))) < 1e-4
+            and abs(scalar(up[1]) - float(nt_xent_loss(a.double(), b.double(), 0.5))) < 1e-4)
