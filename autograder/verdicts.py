@@ -315,8 +315,11 @@ def _decide(setup: str, verdict: str, payloads: list, limits: VerdictLimits):
     except Exception as exc:  # noqa: BLE001 - malformed measurements break a verdict
         if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
             return "error", _memory_message(limits), 0.0
-        return "error", (f"the check could not use what your code returned "
-                         f"({type(exc).__name__}: {str(exc)[:200]})"), 0.0
+        # the type only: the message of an error inside the verdict may hold its internals
+        # (reference values, names); a verdict's own words for students are its assertions
+        return "error", (f"the check could not use what your code returned (the verdict "
+                         f"raised {type(exc).__name__}): is it of the type and shape the "
+                         "exercise asks for?"), 0.0
     if credit:
         fraction, message = credit[-1]
         return "passed", message, fraction
