@@ -20,6 +20,13 @@ from autograder.notebook_format import cell_meta, source_text
 MESSAGE_LIMIT = 600
 #: Hidden-check lines shorter than this are too common to redact (``return x``).
 SECRET_MIN_CHARS = 12
+#: Longest exception message shown from the student's own cells (graded cells, self-checks).
+EXCEPTION_LIMIT = 300
+_EXCEPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,79}")
+#: Where a traceback starts inside an exception's text (Python's, IPython's, a frame line):
+#: nothing from there on is shown.
+_FRAME = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]*\", line \d+|"
+                    r"Cell In ?\[\d*\],? line \d+|-{2,}> ?\d+|Input In ?\[\d*\]")
 
 NOT_DONE = ("Not done yet: your code raises NotImplementedError, so the FIXME is still there; "
             "replace it with your implementation.")
@@ -62,11 +69,35 @@ def redact(text: str, secret_lines: list[str]) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT - 3] + "..."
 
 
+def exception_name(ename: str | None) -> str:
+    """The exception's type as the kernel named it, if it reads as a Python name."""
+    return ename if ename and _EXCEPTION_NAME.fullmatch(ename) else "an exception"
+
+
+def exception_message(evalue: str | None, secret: list[str],
+                      limit: int = EXCEPTION_LIMIT) -> str:
+    """What a student's own cell's exception says, for the feedback: its message without any
+    traceback in it (a frame names a file, a cell and its source), without any hidden-check
+    source line, on one line, at most ``limit`` characters."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", evalue or "")
+    frame = _FRAME.search(text)
+    if frame:
+        text = text[:frame.start()] + " [traceback not shown]"
+    text = redact(text, secret)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 # --- what a cell did --------------------------------------------------------------------------
 
-def describe_cell(rec, what: str, timeout: float, secret: list[str]) -> str | None:
+def describe_cell(rec, what: str, timeout: float, secret: list[str],
+                  hidden: bool = False) -> str | None:
     """A sentence about a cell (:class:`autograder.execute.CellRecord`, None: it never ran)
-    that did not pass; None when it passed. ``what`` names the cell ("Your cell `x`")."""
+    that did not pass; None when it passed. ``what`` names the cell ("Your cell `x`").
+
+    An exception is shown by its type and message (:func:`exception_message`), except in a
+    ``hidden`` check's cell: there the student's code ran on the check's own inputs, so what it
+    raised could carry them (or anything else its callers' frames hold) out to the student,
+    and only its type is shown."""
     if rec is None:
         return f"{what} did not run (the notebook stopped before reaching it)."
     if rec.status == "passed":
@@ -85,15 +116,26 @@ def describe_cell(rec, what: str, timeout: float, secret: list[str]) -> str | No
     if rec.status == "error":
         return (f"{what} could not run: the Python kernel had stopped (it crashed, ran out of "
                 "memory, or did not recover from an earlier timeout).")
-    ename, evalue = rec.ename or "Error", redact(rec.evalue or "", secret)
+    ename = exception_name(rec.ename)
     if ename == "NotImplementedError":
         return f"{what} raised NotImplementedError. {NOT_DONE}"
+    if hidden:
+        return hidden_exception(what, ename)
+    evalue = exception_message(rec.evalue, secret)
     if ename == "AssertionError":
         return f"{what} failed: {evalue}" if evalue else f"{what} failed (no message)."
     if ename == "NameError":
         return (f"{what} raised NameError: {evalue}. Did the cell that defines it run without "
                 "errors, and does it keep the name the notebook asks for?")
     return f"{what} raised {ename}: {evalue}"
+
+
+def hidden_exception(what: str, ename: str) -> str:
+    hint = (" Did the cell that defines it run without errors, and does it keep the name the "
+            "notebook asks for?" if ename == "NameError" else "")
+    return (f"{what}: your code raised {ename} when the check called it.{hint} The message is "
+            "not shown, since it could carry the check's hidden inputs: call your code on "
+            "inputs of your own (the self-check's, say) to see it.")
 
 
 def graded_cell(cid: str) -> str:

@@ -223,6 +223,12 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    # The kernel has been shut down: whatever it left behind (processes in sessions of their
+    # own, forked twice, ignoring signals) was adopted by this process, a subreaper
+    # (autograder.runner), and dies now, before the grader reads the results.
+    from autograder.reap import kill_descendants
+
+    kill_descendants(os.getpid())
     if _state["fd"] is None:
         return
     executed = None

@@ -58,6 +58,7 @@ from autograder.scoring import columns, crashed_items, rejected_items, score_ite
 from autograder.state import Batch, sha256_file
 from autograder.submissions import Expected, Inspection, Submission, collect, inspect_submission
 from autograder.verdicts import start as start_verdicts
+from autograder.verdicts import start_in_background as start_verdicts_in_background
 from dgm.config import check_choice
 
 #: The stages, in the order they run (see the module docstring).
@@ -116,7 +117,13 @@ def prepare_verdicts(cfg: GradeConfig, assignment: Assignment) -> None:
         profiles = tuple(sorted({cfg.profile, "smoke"}))  # checks may pin the smoke one
         for profile in profiles:
             get_classifier(profile=profile)
-    start_verdicts(profiles)  # the verdicts' zygote loads its copy too, before any kernel runs
+    # The verdicts' zygote loads its own copy too. Its start (imports of torch and SymPy, some
+    # seconds) overlaps with the first notebook where no kernel can write the cache it reads:
+    # in the sandbox, whose view of the cache is read-only, or when it loads no classifier.
+    if cfg.sandbox or not profiles:
+        start_verdicts_in_background(profiles)
+    else:
+        start_verdicts(profiles)  # before any kernel runs
 
 
 # --- one submission -------------------------------------------------------------------------

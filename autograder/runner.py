@@ -20,13 +20,16 @@ normally (see :mod:`autograder.nbval_plugin`). The kernel runs in a bubblewrap s
 bubblewrap cannot run raises :class:`autograder.sandbox.SandboxUnavailable` instead of running
 unsandboxed. The whole run has a time budget: the plugin shortens the timeout of the cell
 running when it runs out and does not run the cells after it (their records say why), and
-:data:`BUDGET_MARGIN` seconds later the process group (pytest and the sandbox launcher, hence
-the kernel) is killed.
+:data:`BUDGET_MARGIN` seconds later pytest is killed. Whenever the run ends, everything it
+started dies with it (:mod:`autograder.reap`): what is below pytest (pytest adopts orphans),
+pytest's process group and the kernel's cgroups; the grader never waits for pytest's output
+to close, which a process left behind could hold open.
 """
 
 from __future__ import annotations
 
 import atexit
+import codecs
 import json
 import os
 import shutil
@@ -41,7 +44,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder import limited_json
+from autograder import limited_json, reap
 from autograder import sandbox as _sandbox
 from autograder import watchdog
 
@@ -51,8 +54,10 @@ _ACTIVE: set = set()
 
 
 def kill_all() -> None:
-    """Kill the process group of every run still going (pytest and its sandboxed kernel)."""
+    """Kill every run still going: pytest, its sandboxed kernel and all they started."""
     for proc in list(_ACTIVE):
+        if proc.poll() is None:
+            reap.kill_descendants(proc.pid, seconds=1.0)
         _kill_group(proc)
 
 
@@ -61,8 +66,13 @@ atexit.register(kill_all)
 #: ``python -m pytest``, except that jsonschema's optional ``rfc3987_syntax`` (which builds a
 #: parser at import time: seconds per submission through nbformat; nbformat's schema checks
 #: no IRI formats) is not imported.
-PYTEST_MAIN = ("import sys; sys.modules['rfc3987_syntax'] = None; import pytest; "
-               "sys.exit(pytest.main(sys.argv[1:]))")
+#: It is also a subreaper (:mod:`autograder.reap`): processes that the kernel's children leave
+#: behind are adopted by it, not by init, so that they can be found and killed.
+PYTEST_MAIN = ("import sys; sys.modules['rfc3987_syntax'] = None; "
+               "from autograder.reap import become_subreaper; become_subreaper(); "
+               "import pytest; sys.exit(pytest.main(sys.argv[1:]))")
+#: Characters of pytest's own output kept (its last ones).
+LOG_LIMIT = 20_000
 
 
 @dataclass
@@ -178,27 +188,31 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, budget: float,
     start = time.perf_counter()
     try:
         proc = subprocess.Popen(cmd, cwd=workdir, env=run_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                errors="replace", start_new_session=True, pass_fds=(write_fd,))
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, pass_fds=(write_fd,))
     finally:
         os.close(write_fd)  # only pytest holds the writing end now
     _ACTIVE.add(proc)
     reader.start()
+    tail: list[str] = []  # pytest's output, read as it comes: a process the kernel left
+    logger = threading.Thread(target=_keep_tail, args=(proc.stdout, tail), daemon=True)
+    logger.start()  # behind may hold the pipe open, so nobody waits for its end
     finish_watch = watchdog.start(proc.pid, status, limits.memory_mb, limits.nproc,
                                   folder=workdir, disk_mb=limits.disk_mb)
     error = None
     try:
-        log, _ = proc.communicate(timeout=total_timeout)
+        proc.wait(timeout=total_timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        log, _ = proc.communicate()
         error = (f"the notebook did not finish within its time budget ({budget:g} s) and was "
                  "stopped")
     finally:
-        _kill_group(proc)  # the sandboxed kernel dies with its launcher, in pytest's group
+        # the notebook is over: end at once everything it started (autograder.reap)
+        _end_run(proc, _status_cgroups(status, private.name))
         _ACTIVE.discard(proc)
         watched = finish_watch()
-    reader.join(timeout=30)
+    logger.join(timeout=5)
+    reader.join(timeout=5)
+    log = "".join(tail)
     wall = time.perf_counter() - start
 
     cells: list[dict] = []
@@ -224,10 +238,46 @@ def run_notebook(nb, workdir: Path, *, cell_timeout: float, budget: float,
         except (ValueError, KeyError, TypeError):
             error = error or "the notebook could not be executed (no results came back)"
     shutil.rmtree(private, ignore_errors=True)
-    _remove_cgroups([p for p in sandbox.get("cgroups", []) if isinstance(p, str)
-                     and Path(p).name == f"dgm-grader-{private.name}"])
-    return RunResult(cells, executed_nb, wall, proc.returncode, log[-20000:], error, env,
+    _remove_cgroups(_status_cgroups(status, private.name, sandbox))
+    return RunResult(cells, executed_nb, wall, proc.returncode, log[-LOG_LIMIT:], error, env,
                      sandbox)
+
+
+def _keep_tail(stream, tail: list[str]) -> None:
+    """Read ``stream`` to its end, keeping its last LOG_LIMIT characters in ``tail``."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    try:
+        while block := stream.read1(1 << 14):
+            tail.append(decoder.decode(block))
+            if sum(map(len, tail)) > 2 * LOG_LIMIT:
+                tail[:] = ["".join(tail)[-LOG_LIMIT:]]
+    except (OSError, ValueError):
+        pass
+
+
+def _status_cgroups(status: Path, name: str, sandbox: dict | None = None) -> list[str]:
+    """The cgroups the sandbox launcher made for this run (from its status file)."""
+    if sandbox is None:
+        try:
+            sandbox = json.loads(status.read_text())
+        except (OSError, ValueError):
+            return []
+    paths = sandbox.get("cgroups", []) if isinstance(sandbox, dict) else []
+    return [p for p in paths if isinstance(p, str) and Path(p).name == f"dgm-grader-{name}"]
+
+
+def _end_run(proc: subprocess.Popen, cgroups: list[str]) -> None:
+    """Kill everything a run started: the processes below pytest (its orphans included, since
+    pytest is a subreaper), pytest's process group, and whatever is in the kernel's cgroups."""
+    if proc.poll() is None:
+        reap.kill_descendants(proc.pid)
+    _kill_group(proc)
+    for group in cgroups:
+        reap.kill_cgroup(group)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _remove_cgroups(paths: list[str]) -> None:

@@ -96,7 +96,7 @@ def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str
     for n, hid in enumerate(item.hidden, start=1):
         rec, pts = records.get(hid), float(points.get(hid, 0))
         label = messages.check_label(n, len(item.hidden), pts)
-        earned, msg = 0.0, messages.describe_cell(rec, label, timeout, secret)
+        earned, msg = 0.0, messages.describe_cell(rec, label, timeout, secret, hidden=True)
         if error and rec is None:
             msg = messages.check_not_run(label, error)
         elif msg and broken and rec and rec.ename == "NameError":

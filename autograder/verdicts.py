@@ -108,11 +108,34 @@ _PROFILES: set[str] = set()
 _START = threading.Lock()
 
 
+_PENDING: threading.Thread | None = None
+
+
+def start_in_background(classifier_profiles: tuple[str, ...] = ()) -> None:
+    """:func:`start` in a thread of its own, so that the zygote's imports (torch, SymPy: seconds)
+    overlap with the first student's notebook; :func:`judge` waits for it. Only where no student
+    kernel can write the classifiers' cache while the zygote reads it (the sandbox binds it
+    read-only), or where it loads none."""
+    global _PENDING
+    thread = threading.Thread(target=start, args=(classifier_profiles,), daemon=True,
+                              name="dgm-verdict-zygote")
+    _PENDING = thread
+    thread.start()
+
+
+def _wait_started() -> None:
+    thread = _PENDING
+    if thread is not None:
+        thread.join()
+
+
 def start(classifier_profiles: tuple[str, ...] = ()) -> None:
     """Start the zygote (once per grader process) and wait until it is warm; it loads the
     evaluation classifiers of ``classifier_profiles`` now, so call this before any student
     kernel runs. :func:`judge` starts it without classifiers if nobody did."""
     global _CONTEXT, _PROFILES
+    if threading.current_thread() is not _PENDING:
+        _wait_started()
     with _START:
         if _CONTEXT is not None and set(classifier_profiles) <= _PROFILES:
             return
@@ -175,6 +198,7 @@ class _Process(ForkServerProcess):
 def judge(setup: str, verdict: str, payloads: list, limits: VerdictLimits,
           wall_s: float | None = None) -> tuple[str, str, float]:
     """(status, message, fraction) of one verdict, decided in a process of its own."""
+    _wait_started()
     if _CONTEXT is None:
         start()
     wall = float(wall_s) if wall_s is not None else limits.wall_s()
@@ -315,8 +339,11 @@ def _decide(setup: str, verdict: str, payloads: list, limits: VerdictLimits):
     except Exception as exc:  # noqa: BLE001 - malformed measurements break a verdict
         if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
             return "error", _memory_message(limits), 0.0
-        return "error", (f"the check could not use what your code returned "
-                         f"({type(exc).__name__}: {str(exc)[:200]})"), 0.0
+        # the type only: the message of an error inside the verdict may hold its internals
+        # (reference values, names); a verdict's own words for students are its assertions
+        return "error", (f"the check could not use what your code returned (the verdict "
+                         f"raised {type(exc).__name__}): is it of the type and shape the "
+                         "exercise asks for?"), 0.0
     if credit:
         fraction, message = credit[-1]
         return "passed", message, fraction

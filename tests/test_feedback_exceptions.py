@@ -1,0 +1,108 @@
+"""What an exception raised by student code shows in the feedback.
+
+The student's own cells (graded cells, self-checks) show the exception's type and message, cut
+short, without any traceback and without hidden-check source. In a hidden check's cell the
+student's code ran on the check's inputs, and a function can read its callers' frames: there
+only the type is shown, so that no message can carry the check's inputs or names out. The last
+test grades a submission that tries exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import grade, merge, messages, scoring
+from autograder.checks import Verdict
+from autograder.execute import CellRecord
+from autograder.notebook_format import read_notebook
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"
+sys.path.insert(0, str(FIXTURES))
+from hostile import CORRECT, RIGHT_KL, SOURCE  # noqa: E402
+
+SECRET_LINE = "_inputs = [(0.5, -1.0), (-1.2, 0.7), (2.0, 0.0)]"
+TRACEBACK = ("\nTraceback (most recent call last):\n  Cell In[9], line 4\n    "
+             f"{SECRET_LINE}\n----> 5 obs = observe(got=kl_std_normal(_mu, _logvar))\n")
+
+
+def _scored(records: dict[str, CellRecord]):
+    source = read_notebook(SOURCE / "toy.ipynb")
+    merged = merge.merge(source, read_notebook(CORRECT))
+    code = [c for c in merged.notebook.cells if c.cell_type == "code"]
+    cells = [records.get(c.id, CellRecord(c.id, "passed")) for c in code]
+    verdicts = {c.id: Verdict("passed", "", 1.0) for c in code}
+    items = scoring.score_items(merged, cells, verdicts, 10, messages.hidden_lines(source))
+    return {i.item: i for i in items}
+
+
+def test_a_graded_cells_exception_shows_its_type_and_message_without_traceback_or_secret():
+    message = "shapes (3, 4) and (5,) do not match " + SECRET_LINE + " " + "x" * 2000
+    items = _scored({"toy-kl": CellRecord("toy-kl", "failed", ename="ValueError",
+                                          evalue=message + TRACEBACK)})
+    text = " ".join(items["kl"].messages)
+    assert "raised ValueError: shapes (3, 4) and (5,) do not match" in text
+    assert SECRET_LINE not in text and "Cell In" not in text and "----> 5" not in text
+    shown = text.split("raised ValueError: ")[1]
+    assert len(shown) <= messages.EXCEPTION_LIMIT
+
+
+def test_a_hidden_checks_exception_shows_only_its_type():
+    leak = "(0.5, -1.0), (-1.2, 0.7), (2.0, 0.0) _inputs kl_std_normal"
+    items = _scored({"toy-kl-hidden": CellRecord("toy-kl-hidden", "failed", ename="ValueError",
+                                                 evalue=leak)})
+    text = " ".join(items["kl"].messages)
+    assert "raised ValueError when the check called it" in text
+    assert "0.5, -1.0" not in text and "_inputs" not in text
+    assert items["kl"].score == 1.0  # the other check of the item still counts
+
+
+def test_an_exception_name_that_is_not_a_python_name_is_not_shown():
+    assert messages.exception_name("<b>ValueError</b> 0.5, -1.0") == "an exception"
+    assert messages.exception_name("torch.OutOfMemoryError") == "torch.OutOfMemoryError"
+
+
+#: kl_std_normal passes its self-check (mu = logvar = 0), then, called by a hidden check,
+#: raises with what its caller's frame holds: the check's inputs, names and constants.
+EXFILTRATE = ("if mu == 0 and logvar == 0:\n        return 0.0\n"
+              "    f = __import__('sys')._getframe(1)\n"
+              "    raise ValueError('LEAK ' + repr(f.f_globals.get('_inputs')) + ' '\n"
+              "                     + repr(f.f_code.co_consts) + repr(f.f_code.co_names))")
+OWN_ERROR = "raise KeyError('my own message: beta needs a key')\n"
+
+
+@pytest.fixture(scope="module")
+def graded_leak(tmp_path_factory):
+    folder, out = tmp_path_factory.mktemp("leak"), tmp_path_factory.mktemp("leak-out")
+    nb = nbformat.read(str(CORRECT), as_version=4)
+    for cell in nb.cells:
+        if cell.get("id") == "toy-kl":
+            cell.source = cell.source.replace(RIGHT_KL, EXFILTRATE)
+        if cell.get("id") == "toy-alpha-bar":
+            cell.source += "\n" + OWN_ERROR
+    (folder / "leaky.ipynb").write_text(nbformat.writes(nb))
+    code = grade.main(["--assignment", "toy", "--source", str(SOURCE), str(folder), "--out",
+                       str(out), "--device", "cpu", "--profile", "smoke", "--timeout", "60",
+                       "--no-progress"])
+    assert code == 0
+    return out / "leaky"
+
+
+def test_student_code_cannot_carry_a_hidden_checks_inputs_out_in_its_exception(graded_leak):
+    executed = (graded_leak / "executed.ipynb").read_text()
+    assert "LEAK [(0.5, -1.0)" in executed  # the attack did read them, in the kernel
+    for name in ("feedback.md", "results.json"):
+        text = (graded_leak / name).read_text()
+        assert "LEAK" not in text and "0.5, -1.0" not in text and "_inputs" not in text
+    kl = next(t for t in json.loads((graded_leak / "results.json").read_text())["tests"]
+              if t["name"] == "kl")
+    assert "raised ValueError when the check called it" in kl["output"]
+
+
+def test_the_students_own_error_message_reaches_the_feedback(graded_leak):
+    feedback = (graded_leak / "feedback.md").read_text()
+    assert "KeyError: 'my own message: beta needs a key'" in feedback
