@@ -10,9 +10,10 @@ METRIC_NAMES = {"fd": "Frechet distance (classifier features)", "coverage": "cla
                 "probe_acc_10": "linear probe, 10 labels/class", "probe_acc_100": "linear probe, 100 labels/class"}
 #: What the comparison leaves out, per model; printed under the table.
 NOTES = {
-    "ddpm": "Both sample by ancestral sampling over all T = 200 steps; the peer keeps its defaults "
-            "(v-prediction, sigmoid schedule, x0 clipped while sampling) and its Trainer's Adam 1e-4 "
-            "without the EMA.",
+    "ddpm": "Both sample with the same sampler ({sampler}, {steps} steps, {n} samples scored by "
+            "dgm.evaluate against the test split; the Frechet distance depends on N, so compare it only "
+            "within this table). The peer keeps its defaults (v-prediction, sigmoid schedule, T = 200) "
+            "and its Trainer's optimiser (Adam 1e-4, betas 0.9/0.99, clipping at 1) without the EMA.",
     "flow": "Both flows see the same input: dgm.flows.Dequantize (uniform noise, (k + u) / 256, "
             "logit with alpha = 1e-5), whose log-determinant is added to normflows' log_prob, so both "
             "numbers are the same bound on the discrete likelihood, in bits per dimension of 8-bit data.",
@@ -76,5 +77,8 @@ def models_section(lines: list[str], data: dict | None, machine_line) -> None:
                          f"{sampling} | {loads} |")
     lines.append("")
     for model, entry in data["models"].items():
-        lines.append(f"* {TITLES[model]}: {NOTES[model]} Reproduce: `{entry['command']}`")
+        r = entry["runs"]["ours"][0]
+        note = NOTES[model].format(sampler=r.get("sampler", "ddpm").upper(), steps=r.get("sampling_steps", 200),
+                                   n=r.get("n_samples"))
+        lines.append(f"* {TITLES[model]}: {note} Reproduce: `{entry['command']}`")
     lines.append("")
