@@ -63,6 +63,12 @@ def models_section(lines: list[str], data: dict | None, machine_line) -> None:
                 f"{_num(steps.get('ours'), 0)} / {_num(steps.get('peer'), 0)} | "
                 f"{_num(wall.get('ours'), 0)} / {_num(wall.get('peer'), 0)} |")
     lines.append("")
+    lost = [f"{TITLES[model]} ({', '.join(METRIC_NAMES[k] for k in entry['summary'] if k in METRIC_NAMES)})"
+            for model, entry in data["models"].items()
+            if all(m["better"] == "peer" for k, m in entry["summary"].items() if k in METRIC_NAMES)]
+    if lost:
+        lines += ["At this budget the course's model does worse than the peer on every measure for: "
+                  + "; ".join(lost) + ". Small budgets favour cheap steps: compare the step counts.", ""]
     lines.append("| model | side | parameters | recipe | train CPU s | sampling CPU s / wall s | load average (1 min) |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- |")
     for model, entry in data["models"].items():
