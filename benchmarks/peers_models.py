@@ -36,7 +36,8 @@ small operators; the four models can instead run as four processes side by side.
   its example) on the same small backbone; dgm.contrastive.linear_probe at 10 and 100 labels per
   class, averaged over ``--probe-draws`` draws of the labelled images.
 
-Writes ``benchmarks/results/peers_models.json`` (rows of earlier runs of other models are kept).
+Writes ``benchmarks/results/peers_models.json``, one entry per model and budget
+(``"vae@30s"``); entries of other models and budgets are kept.
 """
 
 from __future__ import annotations
@@ -458,7 +459,7 @@ def save(model: str, runs: dict, args, cmd_base: str) -> None:
     extra = {"ddpm": f" --samples {args.samples} --sampler {args.sampler}", "simclr": f" --probe-draws {args.probe_draws}",
              "flow": f" --glow-k {args.glow_k} --glow-hidden {args.glow_hidden}", "vae": ""}[model]
     results = dict((previous(NAME) or {}).get("models", {}))
-    results[model] = {"peer": PEERS[model], "runs": runs, "summary": summarise(model, runs),
+    results[f"{model}@{args.budget:g}s"] = {"model": model, "peer": PEERS[model], "runs": runs, "summary": summarise(model, runs),
                       "budget_cpu_s": args.budget, "threads": args.threads,
                       "seeds": [r["seed"] for r in runs["ours"]],
                       "command": f"{cmd_base} --only {model}{extra}"}

@@ -49,7 +49,8 @@ def models_section(lines: list[str], data: dict | None, machine_line) -> None:
               "| model | peer | CPU budget (s) x seeds | metric | ours | peer | ours / peer | better | "
               "steps ours / peer | train wall s ours / peer |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for model, entry in data["models"].items():
+    for key, entry in data["models"].items():
+        model = entry.get("model", key)
         s = entry["summary"]
         steps, wall = s.get("steps", {}), s.get("train_wall_s", {})
         for metric in (k for k in s if k in METRIC_NAMES):
@@ -63,15 +64,16 @@ def models_section(lines: list[str], data: dict | None, machine_line) -> None:
                 f"{_num(steps.get('ours'), 0)} / {_num(steps.get('peer'), 0)} | "
                 f"{_num(wall.get('ours'), 0)} / {_num(wall.get('peer'), 0)} |")
     lines.append("")
-    lost = [f"{TITLES[model]} ({', '.join(METRIC_NAMES[k] for k in entry['summary'] if k in METRIC_NAMES)})"
-            for model, entry in data["models"].items()
+    lost = [f"{TITLES[model]} at {entry['budget_cpu_s']:g} s ({', '.join(METRIC_NAMES[k] for k in entry['summary'] if k in METRIC_NAMES)})"
+            for model, entry in ((e.get("model", k), e) for k, e in data["models"].items())
             if all(m["better"] == "peer" for k, m in entry["summary"].items() if k in METRIC_NAMES)]
     if lost:
         lines += ["At this budget the course's model does worse than the peer on every measure for: "
                   + "; ".join(lost) + ". Small budgets favour cheap steps: compare the step counts.", ""]
     lines.append("| model | side | parameters | recipe | train CPU s | sampling CPU s / wall s | load average (1 min) |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- |")
-    for model, entry in data["models"].items():
+    for key, entry in data["models"].items():
+        model = entry.get("model", key)
         for side in ("ours", "peer"):
             runs = entry["runs"][side]
             r = runs[0]
@@ -82,9 +84,10 @@ def models_section(lines: list[str], data: dict | None, machine_line) -> None:
             lines.append(f"| {TITLES[model]} | {side} | {r['params']:,} | {r['recipe']} | {_num(cpu, 1)} | "
                          f"{sampling} | {loads} |")
     lines.append("")
-    for model, entry in data["models"].items():
+    for key, entry in data["models"].items():
+        model = entry.get("model", key)
         r = entry["runs"]["ours"][0]
         note = NOTES[model].format(sampler=r.get("sampler", "ddpm").upper(), steps=r.get("sampling_steps", 200),
                                    n=r.get("n_samples"))
-        lines.append(f"* {TITLES[model]}: {note} Reproduce: `{entry['command']}`")
+        lines.append(f"* {TITLES[model]}, {entry['budget_cpu_s']:g} CPU s: {note} Reproduce: `{entry['command']}`")
     lines.append("")
