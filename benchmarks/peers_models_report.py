@@ -89,5 +89,9 @@ def models_section(lines: list[str], data: dict | None, machine_line) -> None:
         r = entry["runs"]["ours"][0]
         note = NOTES[model].format(sampler=r.get("sampler", "ddpm").upper(), steps=r.get("sampling_steps", 200),
                                    n=r.get("n_samples"))
+        if model == "ddpm" and entry["budget_cpu_s"] < 60:
+            note += (" With well under a minute of CPU neither DDPM has left the noise regime (uniform "
+                     "noise is in the table of evaluation baselines below): read this row for the cost "
+                     "per step and per sample, not for quality.")
         lines.append(f"* {TITLES[model]}, {entry['budget_cpu_s']:g} CPU s: {note} Reproduce: `{entry['command']}`")
     lines.append("")
