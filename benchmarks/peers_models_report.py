@@ -64,12 +64,15 @@ def models_section(lines: list[str], data: dict | None, machine_line) -> None:
                 f"{_num(steps.get('ours'), 0)} / {_num(steps.get('peer'), 0)} | "
                 f"{_num(wall.get('ours'), 0)} / {_num(wall.get('peer'), 0)} |")
     lines.append("")
-    lost = [f"{TITLES[model]} at {entry['budget_cpu_s']:g} s ({', '.join(METRIC_NAMES[k] for k in entry['summary'] if k in METRIC_NAMES)})"
+    lost = [f"{TITLES[model]} at {entry['budget_cpu_s']:g} s x {len(entry['seeds'])} seed(s) ("
+            + ", ".join(f"{METRIC_NAMES[k]} {_num(m['ours'], _digits(k))} against {_num(m['peer'], _digits(k))}"
+                        for k, m in entry["summary"].items() if k in METRIC_NAMES) + ")"
             for model, entry in ((e.get("model", k), e) for k, e in data["models"].items())
             if all(m["better"] == "peer" for k, m in entry["summary"].items() if k in METRIC_NAMES)]
     if lost:
         lines += ["At this budget the course's model does worse than the peer on every measure for: "
-                  + "; ".join(lost) + ". Small budgets favour cheap steps: compare the step counts.", ""]
+                  + "; ".join(lost) + ". Small budgets favour cheap steps: compare the step counts. A gap "
+                  "smaller than the spread between seeds (in brackets in the table) is a tie.", ""]
     lines.append("| model | side | parameters | recipe | train CPU s | sampling CPU s / wall s | load average (1 min) |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- |")
     for key, entry in data["models"].items():
