@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.common import RESULTS
+from benchmarks.peers_models_report import models_section
 from benchmarks.peers_report import peers_section
 
 OUT = RESULTS.parent / "RESULTS.md"
@@ -361,6 +362,7 @@ def main() -> None:
     chapters_section(lines)
     grading_section(lines)
     peers_section(lines, load("peers_grader"), machine_line, fmt)
+    models_section(lines, load("peers_models"), machine_line)
     gradescope_section(lines)
     site_section(lines)
     ev = load("evaluation")
