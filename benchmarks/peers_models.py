@@ -3,8 +3,8 @@ process CPU seconds, on the same Fashion-MNIST subset (issue #14, "Models at equ
 
     python -m benchmarks.peers_models [--budget 30] [--seeds 0 1] [--threads 1] [--only NAME...]
 
-Run it with the peers' interpreter (``/work/peers-venv/bin/python``: a venv whose .pth file
-puts the course's .venv behind it, with the pins of ``benchmarks/requirements-peers.txt``)
+Run it with the peers' interpreter (``.peersmodels/bin/python``: a venv whose .pth file puts the
+course's .venv behind it, set up as ``benchmarks/requirements-peers-models.txt`` says)
 and ``PYTHONPATH`` at the repository root. Four pairs, each trained for ``--budget`` CPU
 seconds of this process (``time.process_time``, all its threads, at ``--threads`` torch
 threads; data loading runs in the process, so augmentations count) per seed. One thread by
