@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--glow-hidden", type=int, default=64)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cmd_base = (f"PYTHONPATH=$PWD DGM_DATA=/work/shared/data /work/peers-venv/bin/python -m "
+    cmd_base = (f"PYTHONPATH=$PWD DGM_DATA=/work/shared/data .peersmodels/bin/python -m "
                 f"benchmarks.{NAME} --budget {args.budget:g} --seeds {' '.join(map(str, args.seeds))} "
                 f"--threads {args.threads}")
     for model in args.only:
