@@ -43,7 +43,7 @@ from benchmarks.common import previous, stamped, write
 
 PHASES = ("data", "forward", "backward", "optimiser")
 MODELS = ("vae", "ddpm", "flow", "gan", "simclr", "transformer")
-VARIANTS = ("baseline", "tensor_loader", "channels_last", "compile")
+VARIANTS = ("baseline", "tensor_loader", "fused_adam", "channels_last", "compile")
 NAME = "cpu_peak"
 
 
@@ -130,18 +130,28 @@ class Workload:
     threads_setting: int | None  # the module's SETTINGS["cpu"].threads (None: torch's default)
 
 
+def _has(variant: str, change: str) -> bool:
+    """Whether a variant (changes joined by "+", e.g. "tensor_loader+fused_adam") has ``change``."""
+    return change in variant.split("+")
+
+
+def _fused(variant: str) -> dict:
+    """Optimiser keywords: the fused CPU kernel of Adam/AdamW for the fused_adam variant."""
+    return {"fused": True} if _has(variant, "fused_adam") else {}
+
+
 def _prepare(model: torch.nn.Module, variant: str) -> torch.nn.Module:
-    if variant == "channels_last":
+    if _has(variant, "channels_last"):
         return model.to(memory_format=torch.channels_last)
     return model
 
 
 def _input(x: torch.Tensor, variant: str) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if variant == "channels_last" and x.ndim == 4 else x
+    return x.contiguous(memory_format=torch.channels_last) if _has(variant, "channels_last") and x.ndim == 4 else x
 
 
 def _maybe_compile(fn, variant: str):
-    return torch.compile(fn) if variant == "compile" else fn
+    return torch.compile(fn) if _has(variant, "compile") else fn
 
 
 def build(name: str, variant: str) -> Workload:
@@ -149,14 +159,14 @@ def build(name: str, variant: str) -> Workload:
     from dgm.config import seed_everything
     from dgm.data import load_dataset
 
-    loader_kind = "tensor_loader" if variant == "tensor_loader" else "dataloader"
+    loader_kind = "tensor_loader" if _has(variant, "tensor_loader") else "dataloader"
     if name == "vae":
         from dgm import vae
         cfg = vae.SETTINGS["cpu"]
         seed_everything(cfg.seed)
         data = load_dataset("fashion_mnist", "train", subset=cfg.train_subset, seed=cfg.seed)
         model = _prepare(vae.ConvVAE.from_settings(cfg), variant)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, **_fused(variant))
         batches = _forever(_loader(data, cfg.batch_size, cfg.seed, False, loader_kind))
         fwd = _maybe_compile(lambda x: vae.vae_loss(x, *model(x)).total, variant)
 
@@ -180,7 +190,7 @@ def build(name: str, variant: str) -> Workload:
         data = load_dataset("fashion_mnist", "train", scale="pm1", subset=cfg.subset, seed=cfg.seed)
         schedule = diffusion.schedule_from_settings(cfg)
         model = _prepare(UNet(cfg.widths), variant)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, **_fused(variant))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=10_000, pct_start=0.05)
         batches = _forever(_loader(data, cfg.batch, cfg.seed, True, loader_kind))
         net = _maybe_compile(model, variant)
@@ -207,7 +217,7 @@ def build(name: str, variant: str) -> Workload:
         data = load_dataset("fashion_mnist", "train", scale="01", subset=cfg.subset, seed=0)
         model = _prepare(flows.build_image_flow(cfg.num_couplings, cfg.hidden, cfg.multiscale,
                                                 net_layers=cfg.net_layers), variant)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, **_fused(variant))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 ** (s / 10_000))
         batches = _forever(_loader(data, cfg.batch, 0, False, loader_kind))
         fwd = _maybe_compile(lambda x: bits_per_dim(-model.log_prob(x).mean(), 784, scale="bytes"), variant)
@@ -235,8 +245,8 @@ def build(name: str, variant: str) -> Workload:
         G.apply(gan.dcgan_init)
         D.apply(gan.dcgan_init)
         G, D = _prepare(G, variant), _prepare(D, variant)
-        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999), **_fused(variant))
+        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999), **_fused(variant))
         sample_real, gen, b = gan.tensor_sampler(real_images), torch.Generator().manual_seed(0), cfg.dcgan_batch
         Gc, Dc = _maybe_compile(G, variant), _maybe_compile(D, variant)
 
@@ -268,7 +278,7 @@ def build(name: str, variant: str) -> Workload:
         torch.manual_seed(0)
         images = load_dataset("fashion_mnist", "train", scale="01", subset=cfg.n_pretrain, seed=0).tensors[0]
         encoder = _prepare(con.Encoder(cfg.width, cfg.proj_dim), variant)
-        opt = torch.optim.Adam(encoder.parameters(), lr=cfg.lr, weight_decay=1e-6)
+        opt = torch.optim.Adam(encoder.parameters(), lr=cfg.lr, weight_decay=1e-6, **_fused(variant))
         gen = torch.Generator().manual_seed(0)
 
         def index_batches():
@@ -297,7 +307,7 @@ def build(name: str, variant: str) -> Workload:
         seed_everything(cfg.seed)
         model = ar.PixelTransformer((28, 28), cfg.tf_d_model, cfg.tf_heads, cfg.tf_layers,
                                     positions=cfg.tf_positions)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.tf_lr, weight_decay=0.0)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.tf_lr, weight_decay=0.0, **_fused(variant))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: ar.lr_factor(s, 10_000, cfg.tf_schedule, cfg.tf_warmup))
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -361,6 +371,41 @@ def measure(name: str, variant: str, threads: int, steps: int, repeats: int) -> 
     return stamped(row)
 
 
+def compare(name: str, variant: str, threads: int, steps: int, rounds: int) -> dict:
+    """Paired A/B: the baseline step and the ``variant`` step in one process, alternating in
+    blocks of ``steps`` (ABBA order) for ``rounds`` rounds, so that a change of machine load hits
+    both alike. Returns the median CPU (and wall) seconds per step of each and the median of the
+    per-round ratios variant / baseline."""
+    torch.set_num_threads(threads)
+    works = {"baseline": build(name, "baseline"), variant: build(name, variant)}
+    warm = {}
+    for key, work in works.items():
+        w0 = time.perf_counter()
+        for _ in range(2):
+            work.step(PhaseTimer())
+        warm[key] = round(time.perf_counter() - w0, 2)
+    cpu: dict[str, list[float]] = {k: [] for k in works}
+    wall: dict[str, list[float]] = {k: [] for k in works}
+    split: dict[str, list[dict]] = {k: [] for k in works}
+    for r in range(rounds):
+        for key in (works if r % 2 == 0 else reversed(works)):
+            timer = PhaseTimer()
+            for _ in range(steps):
+                works[key].step(timer)
+            cpu[key].append(sum(timer.cpu.values()) / steps)
+            wall[key].append(sum(timer.wall.values()) / steps)
+            split[key].append({p: timer.cpu[p] / steps for p in PHASES})
+    ratios = [v / b for v, b in zip(cpu[variant], cpu["baseline"])]
+    return stamped({
+        "model": name, "variant": variant, "threads": threads, "steps": steps, "rounds": rounds,
+        "baseline_cpu_s": statistics.median(cpu["baseline"]), "variant_cpu_s": statistics.median(cpu[variant]),
+        "baseline_wall_s": statistics.median(wall["baseline"]), "variant_wall_s": statistics.median(wall[variant]),
+        "ratio_median": statistics.median(ratios), "ratios": [round(x, 3) for x in ratios],
+        "gain_cpu": 1 - statistics.median(ratios),
+        "split_cpu_s": {k: {p: statistics.median(s[p] for s in v) for p in PHASES} for k, v in split.items()},
+        "first_two_steps_s": warm})
+
+
 def shares(row: dict, flop: int, peaks: dict) -> dict:
     """Achieved GFLOP/s of a measured row and its share of the peak at the same thread count.
 
@@ -376,14 +421,21 @@ def shares(row: dict, flop: int, peaks: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--variants", nargs="+", default=["baseline"], choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=["baseline"],
+                        help=f"changes to measure, several joined by +: {', '.join(VARIANTS)}")
     parser.add_argument("--threads", nargs="+", type=int, default=None,
                         help="thread counts to measure the steps at (default: 1 and all)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stage", default="before", help="label of this run: before or after")
+    parser.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
+                        help="paired A/B of each variant against the baseline, ROUNDS rounds")
     parser.add_argument("--skip-peak", action="store_true", help="keep the peak of the last run")
     args = parser.parse_args()
+    for variant in args.variants:
+        unknown = set(variant.split("+")) - set(VARIANTS)
+        if unknown:
+            parser.error(f"unknown variant {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     all_threads = torch.get_num_threads()
     thread_counts = args.threads or sorted({1, all_threads})
     payload = previous(NAME) or {}
@@ -396,6 +448,18 @@ def main() -> None:
     flops = payload.get("flop", {})
     rows = payload.get("rows", {})
     notes = payload.get("notes", [])  # conclusions written by hand into the JSON, kept
+    ab = payload.get("ab", {})
+    if args.ab:
+        for name in args.models:
+            for variant in args.variants:
+                for n in thread_counts:
+                    row = compare(name, variant, n, args.steps, args.ab)
+                    ab[f"{name}/{variant}/{n}"] = row
+                    print(f"A/B {name} {variant} {n}t: CPU ms/step {row['baseline_cpu_s'] * 1e3:.1f} -> "
+                          f"{row['variant_cpu_s'] * 1e3:.1f}, ratio {row['ratio_median']:.3f} {row['ratios']} "
+                          f"load {row['load_average']}", flush=True)
+                    write(NAME, {"peak": peaks, "flop": flops, "rows": rows, "ab": ab, "notes": notes})
+        return
     for name in args.models:
         if name not in flops:
             flops[name] = count_flops(name)
@@ -409,8 +473,8 @@ def main() -> None:
                       f"({100 * row['share_wall']:.1f} %), {100 * row['share_cpu']:.1f} % by CPU time; "
                       f"split {({k: round(v * 1e3, 1) for k, v in row['wall_split_s'].items()})} "
                       f"load {row['load_average']}", flush=True)
-                write(NAME, {"peak": peaks, "flop": flops, "rows": rows, "notes": notes})
-    write(NAME, {"peak": peaks, "flop": flops, "rows": rows, "notes": notes})
+                write(NAME, {"peak": peaks, "flop": flops, "rows": rows, "ab": ab, "notes": notes})
+    write(NAME, {"peak": peaks, "flop": flops, "rows": rows, "ab": ab, "notes": notes})
 
 
 if __name__ == "__main__":

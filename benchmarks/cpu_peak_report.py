@@ -60,6 +60,18 @@ def cpu_peak_section(lines: list[str], data: dict | None, machine_line: Callable
             lines.append(f"| {LABELS[r['model']]} | {r['variant']} | {r['stage']} | {r['threads']} | "
                          f"{_ms(ref and ref['step_cpu_s'])} | {_ms(r['step_cpu_s'])} | {_pct(gain)} | "
                          f"{_ms(r['step_wall_s'])} | {r['warmup_seconds']:g} |")
+    ab = data.get("ab", {})
+    if ab:
+        lines += ["", "Paired A/B runs: the baseline step and the changed step built in one process and run",
+                  "alternately in blocks (ABBA), so that load changes hit both; the ratio is the median of",
+                  "the per-block ratios of CPU time, changed / baseline (below 1: faster).", "",
+                  "| model | change | threads | ms / step CPU, baseline | changed | median ratio | "
+                  "ratios per block | load |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in sorted(ab.values(), key=lambda r: (list(LABELS).index(r["model"]), r["variant"], r["threads"])):
+            ratios = ", ".join(f"{x:.2f}" for x in r["ratios"])
+            lines.append(f"| {LABELS[r['model']]} | {r['variant']} | {r['threads']} | {_ms(r['baseline_cpu_s'])} | "
+                         f"{_ms(r['variant_cpu_s'])} | {r['ratio_median']:.3f} | {ratios} | "
+                         f"{r['load_average'][0]:g} |")
     for note in data.get("notes", []):
         lines += ["", note]
     lines.append("")
