@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from dgm.optim import adam
+from dgm.speed import adam
 from dgm.progress import progress_bar
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from dgm.config import check_choice
-from dgm.optim import adam
+from dgm.speed import adam
 from dgm.progress import progress_bar
 
 from dgm.probability import kl_std_normal, normal_log_prob
@@ -258,7 +258,7 @@ def train_vae(
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = True,
 ) -> dict[str, list[float]]:
-    """Train ``model`` with Adam (fused on the CPU, ``dgm.optim.adam``) on
+    """Train ``model`` with Adam (fused on the CPU, ``dgm.speed.adam``) on
     ``loss = recon + beta_kl * kl``; return per-epoch means.
 
     The history has keys ``recon``, ``kl``, ``total`` (the objective, recon + beta_kl * kl) and

@@ -1,9 +1,9 @@
-"""dgm/optim.py: the fused CPU Adam makes the same updates as torch's default Adam."""
+"""dgm/speed.py: the fused CPU Adam makes the same updates as torch's default Adam."""
 
 import pytest
 import torch
 
-from dgm.optim import adam
+from dgm.speed import adam, channels_last
 
 
 def _train(make_opt, steps: int = 30) -> torch.Tensor:
@@ -36,3 +36,28 @@ def test_adam_is_fused_on_cpu_only_and_passes_its_arguments_on():
     assert opt.defaults["fused"] is True and opt.defaults["lr"] == 3e-3
     assert opt.defaults["weight_decay"] == 0.1
     assert adam(p, "meta", lr=1e-3).defaults["fused"] is None  # other devices: torch's default
+
+
+def test_channels_last_conv_net_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 3, stride=2, padding=1))
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 4, 3, stride=2, padding=1))
+    twin.load_state_dict(net.state_dict())
+    assert channels_last(twin, "cpu") is twin
+    assert twin[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(5, 3, 12, 12)
+    out, out_cl = net(x), twin(x)
+    torch.testing.assert_close(out_cl, out, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    out_cl.square().sum().backward()
+    for p, q in zip(net.parameters(), twin.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_channels_last_leaves_models_on_other_devices_alone():
+    net = torch.nn.Conv2d(3, 8, 3)
+    channels_last(net, "meta")
+    assert net.weight.is_contiguous()
