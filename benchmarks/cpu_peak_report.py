@@ -50,7 +50,9 @@ def cpu_peak_section(lines: list[str], data: dict | None, machine_line: Callable
     tried = [r for r in rows.values() if r["variant"] != "baseline" or r["stage"] != "before"]
     if tried:
         lines += ["", "Speed-ups tried, against the baseline row of the same model and thread count",
-                  "(CPU time per step; a gain is CPU time saved).", "",
+                  "(CPU time per step; a gain is CPU time saved). These runs were separate processes at",
+                  "different loads, which moved the CPU time of one step by about 10 %: the paired runs",
+                  "below are the measure of each gain.", "",
                   "| model | variant | stage | threads | ms / step CPU, baseline | ms / step CPU | gain | "
                   "ms / step wall | first two steps (s) |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
