@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.common import RESULTS
+from benchmarks.cpu_peak_report import cpu_peak_section
 from benchmarks.peers_models_report import models_section
 from benchmarks.peers_report import peers_section
 
@@ -360,6 +361,7 @@ def main() -> None:
     profiles_section(lines)
     flow_matching_section(lines)
     chapters_section(lines)
+    cpu_peak_section(lines, load("cpu_peak"), machine_line)
     grading_section(lines)
     peers_section(lines, load("peers_grader"), machine_line, fmt)
     models_section(lines, load("peers_models"), machine_line)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from dgm.speed import adam
 from dgm.progress import progress_bar
 
 
@@ -216,9 +217,8 @@ def train_gan(
     gen = torch.Generator().manual_seed(seed)
     generator.to(device).train()
     discriminator.to(device).train()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr if lr_d is None else lr_d,
-                             betas=betas)
+    opt_g = adam(generator.parameters(), device, lr=lr, betas=betas)  # fused on the CPU
+    opt_d = adam(discriminator.parameters(), device, lr=lr if lr_d is None else lr_d, betas=betas)
     history: dict[str, list[float]] = {"d_loss": [], "g_loss": [], "D(x)": [], "D(G(z))": []}
 
     def latent() -> Tensor:

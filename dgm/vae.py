@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from dgm.config import check_choice
+from dgm.speed import adam
 from dgm.progress import progress_bar
 
 from dgm.probability import kl_std_normal, normal_log_prob
@@ -257,7 +258,8 @@ def train_vae(
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = True,
 ) -> dict[str, list[float]]:
-    """Train ``model`` with Adam on ``loss = recon + beta_kl * kl``; return per-epoch means.
+    """Train ``model`` with Adam (fused on the CPU, ``dgm.speed.adam``) on
+    ``loss = recon + beta_kl * kl``; return per-epoch means.
 
     The history has keys ``recon``, ``kl``, ``total`` (the objective, recon + beta_kl * kl) and
     ``seconds`` (wall time of each epoch); every entry is the image-weighted mean over the epoch,
@@ -266,7 +268,7 @@ def train_vae(
     _check_likelihood(likelihood)
     model.to(device).train()
     if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        optimizer = adam(model.parameters(), device, lr=lr)
     history: dict[str, list[float]] = {"recon": [], "kl": [], "total": [], "seconds": []}
     bar = progress_bar(range(epochs), desc=f"VAE beta_kl={beta_kl:g}", leave=False, enabled=progress)
     for _ in bar:
@@ -299,7 +301,7 @@ def train_autoencoder(
 ) -> list[float]:
     """Train a plain autoencoder on the Bernoulli reconstruction term alone; per-epoch means."""
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = adam(model.parameters(), device, lr=lr)
     losses = []
     for _ in progress_bar(range(epochs), desc="autoencoder", leave=False, enabled=progress):
         total, n = 0.0, 0
