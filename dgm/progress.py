@@ -1,7 +1,10 @@
 """Progress bars for long loops: tqdm at a terminal or in JupyterLab, none in the built book.
 
 The book build sets ``DGM_PROGRESS=0``: a static page cannot animate a bar, and a widget bar
-would make the page load JavaScript from a CDN.
+would make the page load JavaScript from a CDN. It also sets ``DGM_PROGRESS_LOG``: then a bar
+that was asked for is written, as a line every ``LOG_EVERY_S`` seconds and one at the end, to
+the build's event file (dgm/kernel_progress.py), which ``make book`` prints on its terminal.
+Nothing reaches the page either way.
 """
 
 from __future__ import annotations
@@ -9,6 +12,23 @@ from __future__ import annotations
 import os
 
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as plain_tqdm
+
+from dgm.kernel_progress import log_event, log_path
+
+LOG_EVERY_S = 20.0  # a training step block per line: often enough to show life, few lines
+
+
+class _BarEvents:
+    """File-like target of a text bar: each redraw becomes one ``bar`` event of the build log."""
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()  # tqdm redraws as "\r<bar>"; closing clears
+        if line:
+            log_event("bar", text=line)
+
+    def flush(self) -> None:
+        pass
 
 
 def progress_enabled(requested: bool = True) -> bool:
@@ -17,5 +37,12 @@ def progress_enabled(requested: bool = True) -> bool:
 
 
 def progress_bar(iterable=None, *, enabled: bool = True, **kwargs) -> tqdm:
-    """``tqdm(iterable, **kwargs)``, disabled unless :func:`progress_enabled` (``enabled``)."""
+    """``tqdm(iterable, **kwargs)``, disabled unless :func:`progress_enabled` (``enabled``).
+
+    During a book build a requested bar goes to the build's event file instead (see above).
+    """
+    if enabled and log_path() is not None:
+        kwargs.update(file=_BarEvents(), mininterval=LOG_EVERY_S, ascii=True, leave=True,
+                      dynamic_ncols=False, ncols=72)
+        return plain_tqdm(iterable, **kwargs)
     return tqdm(iterable, disable=not progress_enabled(enabled), **kwargs)
