@@ -37,6 +37,7 @@ class Estimates:
     seconds: dict[str, float]  # chapter -> recorded execution time
     source: Path               # the file they come from
     conditions: str            # the machine and date they were measured on
+    noted: frozenset[str] = frozenset()  # chapters whose record carries a note (e.g. load)
 
 
 def load_estimates(profile: str, results: Path = RESULTS) -> Estimates | None:
@@ -49,7 +50,8 @@ def load_estimates(profile: str, results: Path = RESULTS) -> Estimates | None:
                if isinstance(entry.get("seconds"), (int, float))}
     machine = data.get("machine", {})
     where = machine.get("gpu") or f"{machine.get('cpus', '?')} CPU cores, no GPU"
-    return Estimates(seconds, path, f"{where}, {machine.get('date', 'date unknown')}")
+    noted = frozenset(name for name, entry in data.get("chapters", {}).items() if entry.get("note"))
+    return Estimates(seconds, path, f"{where}, {machine.get('date', 'date unknown')}", noted)
 
 
 def cached_chapters(cache_dir: Path, chapters: list[str], root: Path = ROOT) -> set[str]:
@@ -99,7 +101,7 @@ def announcement(profile: str, chapters: list[str], cached: set[str],
                      f"(benchmarks/results/chapters_{profile}.json): no time estimate.")
     else:
         lines.append(f"Estimates are the times recorded in {estimates.source.relative_to(ROOT)} "
-                     f"({estimates.conditions}); this machine's load changes them.")
+                     f"({estimates.conditions}); another machine or a loaded one differs.")
     total, unknown = 0.0, []
     for name in chapters:
         if name in cached:
@@ -111,7 +113,9 @@ def announcement(profile: str, chapters: list[str], cached: set[str],
         else:
             total += seconds
         lines.append(f"  {name:<16} executes, estimate "
-                     + ("unknown (not recorded)" if seconds is None else minutes(seconds)))
+                     + ("unknown (not recorded)" if seconds is None else minutes(seconds))
+                     + (" (see the note recorded with it)" if estimates and name in estimates.noted
+                        else ""))
     if run and len(unknown) < len(run):
         lines.append(f"Estimated execution time: about {minutes(total)}"
                      + (f" plus {len(unknown)} chapter(s) without a record" if unknown else "")
