@@ -9,7 +9,9 @@ Nothing reaches the page either way.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 
 from tqdm.auto import tqdm
 from tqdm.std import tqdm as plain_tqdm
@@ -20,12 +22,26 @@ LOG_EVERY_S = 20.0  # a training step block per line: often enough to show life,
 
 
 class _BarEvents:
-    """File-like target of a text bar: each redraw becomes one ``bar`` event of the build log."""
+    """File-like target of a text bar: its first state, one redraw per ``LOG_EVERY_S`` seconds
+    and its final state become ``bar`` events of the build log. Training loops that update the
+    bar's postfix every step redraw it every step; the rest are dropped here."""
+
+    def __init__(self) -> None:
+        self.last_sent = -math.inf
+        self.pending: str | None = None  # the latest redraw not sent
+
+    def _send(self, line: str) -> None:
+        log_event("bar", text=line)
+        self.last_sent, self.pending = time.monotonic(), None
 
     def write(self, text: str) -> None:
-        line = text.replace("\r", "").strip()  # tqdm redraws as "\r<bar>"; closing clears
+        line = text.replace("\r", "").strip()  # tqdm redraws as "\r<bar>"
         if line:
-            log_event("bar", text=line)
+            self.pending = line
+            if time.monotonic() - self.last_sent >= LOG_EVERY_S:
+                self._send(line)
+        elif "\n" in text and self.pending:  # closing: tqdm ends the final redraw with a newline
+            self._send(self.pending)
 
     def flush(self) -> None:
         pass
