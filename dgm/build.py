@@ -81,6 +81,9 @@ def build_book(profile: str | None = None, out: Path | None = None, echo: bool =
         shutil.rmtree(bdir / ".jupyter_cache", ignore_errors=True)
         shutil.rmtree(bdir / "jupyter_execute", ignore_errors=True)
         shutil.rmtree(bdir / "html", ignore_errors=True)
+        # Sphinx's saved environment: without it, Sphinx re-reads (so re-executes) every page,
+        # not only the changed ones whose executed copies were just deleted.
+        shutil.rmtree(bdir / ".doctrees", ignore_errors=True)
     bdir.mkdir(parents=True, exist_ok=True)
     marker.write_text(stamp + "\n")
 
