@@ -30,22 +30,15 @@ from pathlib import Path
 
 import jupytext
 import nbformat
-import yaml
 from nbclient import NotebookClient
 
 from benchmarks.common import RESULTS, write
+from dgm.build_progress import toc_chapters
 from dgm.config import PROFILES, get_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS_MINUTES = {"smoke": 3, "cpu": 15, "full": 15}
 _LOG_LOCK = threading.Lock()
-
-
-def toc_chapters() -> list[str]:
-    """Chapter names (book/<name>.md) that hold code, in table-of-contents order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    return [Path(f).name for f in files if "```{code-cell}" in (ROOT / f"{f}.md").read_text()]
 
 
 def kernel_env(profile: str, metrics_dir: Path, threads: int | None = None) -> dict[str, str]:

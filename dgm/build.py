@@ -6,6 +6,11 @@ that raises fails the build. jupyter-cache re-executes a chapter only when its c
 it sees only the chapters' own code: not the run profile, and not the `dgm` package the chapters
 import. Both are fingerprinted beside the cache, and a cache made with another profile or another
 version of the package is cleared first.
+
+Before it starts it prints the plan (profile, chapters that will execute, estimated time) and
+while it runs a line per executed cell and per block of training steps, with the chapter and
+the elapsed time (dgm/build_progress.py). Those lines go to this process's standard error,
+never into the pages: the chapter kernels write them to an event file, not to their output.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
+from dgm.build_progress import Follower, announcement, cached_chapters, load_estimates, toc_chapters
 from dgm.config import PROFILES, get_profile
+from dgm.kernel_progress import LOG_VAR, kernel_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,8 +56,23 @@ def fingerprint(profile: str) -> str:
     return f"{profile} dgm-{digest.hexdigest()[:16]}"
 
 
-def build_book(profile: str | None = None, out: Path | None = None, echo: bool = True) -> BuildResult:
-    """Build the book in ``profile`` into ``build_dir(out)/html``; return code, time and log."""
+def kernel_ipython_dir(folder: Path) -> Path:
+    """An IPython folder for the chapter kernels: the progress extension, the TCP notice filtered.
+
+    Its own folder also keeps the reader's ~/.ipython start-up files out of the book's kernels.
+    """
+    config = folder / "profile_default" / "ipython_kernel_config.py"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(kernel_config())
+    return folder
+
+
+def build_book(profile: str | None = None, out: Path | None = None, echo: bool = True,
+               progress: TextIO | None = sys.stderr) -> BuildResult:
+    """Build the book in ``profile`` into ``build_dir(out)/html``; return code, time and log.
+
+    ``progress``: where the plan and the progress lines go (None: nowhere).
+    """
     profile = get_profile(profile)
     bdir = build_dir(out)
     marker = bdir / ".dgm-fingerprint"
@@ -57,6 +81,9 @@ def build_book(profile: str | None = None, out: Path | None = None, echo: bool =
         shutil.rmtree(bdir / ".jupyter_cache", ignore_errors=True)
         shutil.rmtree(bdir / "jupyter_execute", ignore_errors=True)
         shutil.rmtree(bdir / "html", ignore_errors=True)
+        # Sphinx's saved environment: without it, Sphinx re-reads (so re-executes) every page,
+        # not only the changed ones whose executed copies were just deleted.
+        shutil.rmtree(bdir / ".doctrees", ignore_errors=True)
     bdir.mkdir(parents=True, exist_ok=True)
     marker.write_text(stamp + "\n")
 
@@ -69,15 +96,33 @@ def build_book(profile: str | None = None, out: Path | None = None, echo: bool =
     # Chapters draw with the kernel's inline backend; a backend forced from outside (e.g.
     # MPLBACKEND=Agg on a CI machine) would swallow every figure.
     env.pop("MPLBACKEND", None)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:  # stream the build log while keeping it for the caller
-        lines.append(line)
-        if echo:
-            sys.stdout.write(line)
-    proc.wait()
+    estimates = load_estimates(profile)
+    if progress is not None:
+        chapters = toc_chapters()
+        cached = cached_chapters(bdir / ".jupyter_cache", chapters)
+        progress.write(announcement(profile, chapters, cached, estimates) + "\n")
+        progress.flush()
+    with tempfile.TemporaryDirectory(prefix="dgm-build-") as tmp:
+        env["IPYTHONDIR"] = str(kernel_ipython_dir(Path(tmp) / "ipython"))
+        follower = None
+        if progress is not None:
+            env[LOG_VAR] = str(Path(tmp) / "events.jsonl")
+            follower = Follower(Path(env[LOG_VAR]), progress, estimates)
+            follower.start()
+        start = time.perf_counter()
+        try:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            lines = []
+            for line in proc.stdout:  # stream the build log while keeping it for the caller
+                lines.append(line)
+                if echo:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+            proc.wait()
+        finally:
+            if follower is not None:
+                follower.stop()
     return BuildResult(proc.returncode, time.perf_counter() - start, bdir / "html", "".join(lines))
 
 

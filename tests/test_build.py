@@ -41,3 +41,25 @@ def test_a_forced_matplotlib_backend_does_not_reach_the_chapters(monkeypatch):
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
     build.build_book("smoke", build.ROOT / "_build" / "env-test", echo=False)
     assert "MPLBACKEND" not in seen and seen["DGM_PROFILE"] == "smoke" and seen["DGM_PROGRESS"] == "0"
+
+
+def test_a_changed_fingerprint_also_clears_sphinx_saved_environment(tmp_path, monkeypatch):
+    """Otherwise Sphinx skips unchanged pages whose executed copies were deleted, and the build
+    fails on the missing .ipynb (seen with homework.md)."""
+    import dgm.build as build
+
+    class FakePopen:
+        def __init__(self, cmd, env, **kwargs):
+            self.stdout = iter(())
+            self.returncode = 0
+
+        def wait(self):
+            return 0
+
+    bdir = build.build_dir(tmp_path)
+    (bdir / ".doctrees").mkdir(parents=True)
+    (bdir / ".doctrees" / "environment.pickle").write_text("old")
+    (bdir / ".dgm-fingerprint").write_text("cpu dgm-0000\n")
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    build.build_book("smoke", tmp_path, echo=False, progress=None)
+    assert not (bdir / ".doctrees").exists()
