@@ -155,6 +155,41 @@ def partial(fraction: float, message: str = "") -> None:
     print(f"partial credit: {float(fraction):.2f} of the points. {message}".rstrip())
 
 
+#: Exceptions torch and NumPy define that :func:`shown_exception` names (a fixed list: a notebook can
+#: give a class of its own any name and module, so neither is trusted by itself).
+LIBRARY_EXCEPTIONS = frozenset({"OutOfMemoryError", "LinAlgError", "AxisError", "DeferredCudaCallError",
+                                "AcceleratorError", "TooHardError", "_LinAlgError"})
+#: What :func:`shown_exception` says of any other class; ``{base}`` is Python's own class it derives from.
+NOTEBOOK_EXCEPTION = "an exception of a class the notebook defined (derived from {base})"
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on every class made by a class statement or type()
+
+
+def _type_attr(cls: type, name: str):
+    """``cls.<name>`` read through ``type``'s own descriptor: a metaclass cannot fake it."""
+    return type.__dict__[name].__get__(cls, type)
+
+
+def shown_exception(exc: BaseException) -> str:
+    """What a hidden check may record of an exception the student's code raised: its type only.
+
+    Never the message: the code that raised it can read the check's frame (its locals, the names
+    and constants of its code) and put them there. The name too is trusted only where the notebook
+    cannot have chosen it: Python's built-in classes (not heap types, so no class statement makes
+    one) and a fixed list of torch and NumPy classes (:data:`LIBRARY_EXCEPTIONS`). Any other class
+    is described by the built-in class it derives from.
+    """
+    cls = type(exc)
+    name, module = _type_attr(cls, "__name__"), _type_attr(cls, "__module__")
+    if not _type_attr(cls, "__flags__") & _HEAPTYPE and module == "builtins":
+        return name
+    if str(module).split(".")[0] in ("torch", "numpy") and name in LIBRARY_EXCEPTIONS:
+        return name
+    base = next((b for b in _type_attr(cls, "__mro__")
+                 if not _type_attr(b, "__flags__") & _HEAPTYPE and _type_attr(b, "__module__") == "builtins"),
+                BaseException)
+    return NOTEBOOK_EXCEPTION.format(base=_type_attr(base, "__name__"))
+
+
 # --- grader side ------------------------------------------------------------------------------
 
 def _decode(value, depth: int, budget: list[int]):

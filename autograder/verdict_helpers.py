@@ -6,6 +6,8 @@ or student sections must not import it. Every function takes what it measures as
 verdict passes its own setup's inputs, so that the check reads the same as when it held a copy.
 
 ``shape_of``, ``scalar``        what an observed value is: a shape (or type name), one number or None.
+``describe``, ``raised``        what a message may echo of an observed value, or of the exception the kernel
+                                recorded: shapes, dtypes and numbers, never text the notebook chose.
 ``torch_intact``,               the training checks' guards: whether the kernel's torch computed what the
 ``judge_standin_loop``          grader's does on fixed inputs, and whether the student's training loop,
                                 run in the kernel on a tiny model with a stand-in objective swapped in,
@@ -32,6 +34,46 @@ from dgm.homework import WeightsError, mlp_forward, mlp_layers
 def shape_of(v):
     """A tensor's shape as a tuple, or the type name of anything else (for messages)."""
     return tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+
+
+def describe(v) -> str:
+    """An observed value as a message may show it: a tensor's or array's shape and dtype, a number, a bool
+    or None as is, a short list of numbers as the list; never a string's text (the student's code may have
+    built it from the check's frame), only "a string"; anything else by its kind."""
+    import numpy as np
+
+    if isinstance(v, (bool, type(None))):
+        return repr(v)
+    if isinstance(v, torch.Tensor) or isinstance(v, np.ndarray):
+        kind = "a tensor" if isinstance(v, torch.Tensor) else "an array"
+        return f"{kind} of shape {tuple(v.shape)} and dtype {str(v.dtype).replace('torch.', '')}"
+    if isinstance(v, numbers.Real):
+        return f"{float(v):.6g}" if isinstance(v, float) else str(int(v))
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, (list, tuple)):
+        kind = "a list" if isinstance(v, list) else "a tuple"
+        if len(v) <= 16 and all(isinstance(x, (numbers.Real, bool, type(None))) for x in v):
+            return f"{kind} [{', '.join(describe(x) for x in v)}]"
+        return f"{kind} of {len(v)} items"
+    if isinstance(v, dict):
+        return f"a dict of {len(v)} entries"
+    return "an object"
+
+
+def raised(v) -> str:
+    """The exception a hidden check's kernel side recorded (autograder.observe.shown_exception), when it is
+    one that function can write; any other text (a kernel that replaced it) is not echoed."""
+    import builtins
+    import re
+
+    from autograder.observe import LIBRARY_EXCEPTIONS, NOTEBOOK_EXCEPTION
+
+    names = {n for n, o in vars(builtins).items() if isinstance(o, type) and issubclass(o, BaseException)}
+    phrase = re.fullmatch(re.escape(NOTEBOOK_EXCEPTION).replace(re.escape("{base}"), r"(\w+)"), str(v))
+    if isinstance(v, str) and (v in names or v in LIBRARY_EXCEPTIONS or (phrase and phrase.group(1) in names)):
+        return v
+    return "an exception"
 
 
 def scalar(v):
@@ -61,13 +103,14 @@ def judge_standin_loop(weights, tiny, objective, *, steps: int, lr: float, share
     stand-in on a batch; the grader replays ``steps`` Adam steps at ``lr`` on it and requires ``weights``
     to achieve at least ``share`` of that decrease, and no parameter farther from 0 than such steps
     move one (about ``lr`` each). ``told`` opens every message; ``setting`` says how the loop was run."""
-    assert not isinstance(weights, str), f"{told}: on a tiny model with a stand-in loss swapped in, it raised {weights}"
+    assert not isinstance(weights, str), (
+        f"{told}: on a tiny model with a stand-in loss swapped in, it raised {raised(weights)}")
     if isinstance(weights, dict) and len(weights) == 1:  # the tiny model's state_dict
         weights = next(iter(weights.values()))
     replay = tiny()
     param = next(replay.parameters())
     assert isinstance(weights, torch.Tensor) and weights.shape == param.shape and bool(torch.isfinite(weights).all()), (
-        f"{told}: expected the tiny model's {param.numel()} parameters back, finite, got {str(weights)[:200]}")
+        f"{told}: expected the tiny model's {param.numel()} parameters back, finite, got {describe(weights)}")
     opt = torch.optim.Adam(replay.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad()
@@ -128,7 +171,7 @@ def vae_layers(state):
     first = next(iter(parts["decoder"].values()), None)
     if not isinstance(first, torch.Tensor) or first.ndim != 2:
         raise WeightsError(f"expected `vae` to hold an encoder and a decoder (state_dict keys encoder.*, decoder.*), "
-                           f"got keys {list(state)[:6]}")
+                           f"got {describe(first)} as the decoder's first weight")
     hidden, latent = first.shape
     return (mlp_layers(parts["encoder"], [784, hidden, 2 * latent], "encoder"),
             mlp_layers(parts["decoder"], [latent, hidden, 784], "decoder"), latent)
@@ -212,7 +255,8 @@ def transformer_measured(weights, profile: str, n_samples: int = 0) -> dict:
     from dgm.homework import measure_transformer
 
     assert not isinstance(weights, str), (
-        f"could not read the trained transformer's weights ({weights}): did the training cell run?")
+        f"could not read the trained transformer's weights (training raised {raised(weights)}): did the training "
+        "cell run?")
     try:
         return measure_transformer(weights, profile, n_samples=n_samples)
     except WeightsError as exc:

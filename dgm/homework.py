@@ -92,7 +92,7 @@ def load_weights(model: nn.Module, state, what: str, skip: tuple[str, ...] = ())
     missing, extra = sorted(set(own) - set(sent)), sorted(set(sent) - set(own))
     if missing or extra:
         raise WeightsError(f"the weights of {what} do not match the homework's architecture "
-                           f"(missing: {missing[:4]}, unexpected: {extra[:4]}): keep the class "
+                           f"(missing: {missing[:4]}, {len(extra)} unexpected): keep the class "
                            "and the sizes of the Settings cell as given")
     for name, ref in own.items():
         value = sent[name]
@@ -452,7 +452,7 @@ def _tensors(state, what: str) -> dict[str, Tensor]:
                            f"got {type(state).__name__}")
     bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if bad:
-        raise WeightsError(f"expected the {what}'s weights to be tensors, but {bad[:3]} are not")
+        raise WeightsError(f"expected the {what}'s weights to be tensors, but {len(bad)} of them are not")
     out = {str(k): v.detach().float().cpu() for k, v in state.items()}
     if not all(torch.isfinite(v).all() for v in out.values()):
         raise WeightsError(f"the {what}'s weights hold NaN or infinite values: did training diverge?")
@@ -465,14 +465,16 @@ def load_eps_model(state, T: int) -> EpsModel:
     first = tensors.get("inp.weight")
     if first is None or first.ndim != 4:
         raise WeightsError("expected the state_dict of the homework's EpsModel (keys inp.weight, "
-                           f"emb1.weight, ...), got keys {sorted(tensors)[:6]}")
+                           f"emb1.weight, ...), got {len(tensors)} tensors, none of them a 4-d inp.weight")
     width = int(first.shape[0])
-    try:
-        model = EpsModel(T, width)
-        model.load_state_dict(tensors, strict=True)
-    except (ValueError, RuntimeError) as exc:
-        raise WeightsError(f"the weights do not fit the homework's EpsModel(T={T}, width={width}): "
-                           f"{str(exc)[:300]}") from None
+    model = EpsModel(T, width)
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(tensors)), len(set(tensors) - set(own))
+    wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or extra or wrong:  # names the model's own keys only: the notebook chose the others
+        raise WeightsError(f"the weights do not fit the homework's EpsModel(T={T}, width={width}): missing "
+                           f"{missing[:4]}, {extra} unexpected, wrong shape: {wrong[:4]}")
+    model.load_state_dict(tensors, strict=True)
     return model.eval()
 
 

@@ -49,12 +49,13 @@ def test_the_weights_of_the_same_adam_steps_pass():
     (_adam(3), "from 1.511 to"),  # three steps where sixteen were asked for
     (torch.zeros(4), "16 parameters back"),
     (torch.full((16,), float("nan")), "finite"),
-    ("TypeError: boom", "it raised TypeError: boom"),
+    ("TypeError", "it raised TypeError"),  # what autograder.observe.shown_exception records
+    ("TypeError: tiny_images", "it raised an exception"),  # any other text is not echoed
 ])
 def test_weights_no_honest_loop_leaves_are_refused_with_a_message(weights, words):
     with pytest.raises(AssertionError, match="did not train") as err:
         _judge(weights)
-    assert words in str(err.value), str(err.value)
+    assert words in str(err.value) and "tiny_images" not in str(err.value), str(err.value)
 
 
 def test_the_replayed_adam_steps_reach_the_documented_loss():
