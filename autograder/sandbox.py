@@ -151,7 +151,7 @@ def package_dirs() -> list[Path]:
 #: Everything else is default-denied: the rest of ``dgm`` is the chapters' code and the
 #: grader's reference models, which implement what the homework asks students to write.
 KERNEL_MODULES = {"dgm": ("__init__", "config", "data", "evaluate", "handout", "paths",
-                          "plotting", "progress", "results", "selfcheck"),
+                          "plotting", "progress", "kernel_progress", "results", "selfcheck"),
                   "autograder": ("__init__", "observe", "sandbox")}
 DENIED_MODULE = "raise ImportError({message!r})\n"
 
