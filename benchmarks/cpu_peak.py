@@ -154,6 +154,27 @@ def _maybe_compile(fn, variant: str):
     return torch.compile(fn) if _has(variant, "compile") else fn
 
 
+def _timed_step(fetch, loss_of, opt, clip: float | None = None, sched=None):
+    """A training step timed by phase: ``fetch()`` a batch (data), ``loss_of(batch)`` (forward),
+    backward, then gradient clipping at ``clip``, the optimiser and ``sched`` (optimiser)."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    def step(t: PhaseTimer) -> None:
+        with t("data"):
+            batch = fetch()
+        with t("forward"):
+            loss = loss_of(batch)
+        with t("backward"):
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        with t("optimiser"):
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+    return step
+
 def build(name: str, variant: str) -> Workload:
     """The cpu-profile training step of one chapter's model, written as in its training loop."""
     from dgm.config import seed_everything
@@ -170,16 +191,7 @@ def build(name: str, variant: str) -> Workload:
         batches = _forever(_loader(data, cfg.batch_size, cfg.seed, False, loader_kind))
         fwd = _maybe_compile(lambda x: vae.vae_loss(x, *model(x)).total, variant)
 
-        def step(t: PhaseTimer) -> None:
-            with t("data"):
-                x = _input(next(batches)[0], variant)
-            with t("forward"):
-                loss = fwd(x)
-            with t("backward"):
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            with t("optimiser"):
-                opt.step()
+        step = _timed_step(lambda: _input(next(batches)[0], variant), fwd, opt)
         return Workload(name, step, cfg.batch_size, None)
 
     if name == "ddpm":
@@ -195,18 +207,8 @@ def build(name: str, variant: str) -> Workload:
         batches = _forever(_loader(data, cfg.batch, cfg.seed, True, loader_kind))
         net = _maybe_compile(model, variant)
 
-        def step(t: PhaseTimer) -> None:
-            with t("data"):
-                x0 = _input(next(batches)[0], variant)
-            with t("forward"):
-                loss = diffusion.ddpm_loss(net, schedule, x0, generator)
-            with t("backward"):
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            with t("optimiser"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
+        step = _timed_step(lambda: _input(next(batches)[0], variant),
+                           lambda x0: diffusion.ddpm_loss(net, schedule, x0, generator), opt, clip=1.0, sched=sched)
         return Workload(name, step, cfg.batch, cfg.threads)
 
     if name == "flow":
@@ -222,18 +224,7 @@ def build(name: str, variant: str) -> Workload:
         batches = _forever(_loader(data, cfg.batch, 0, False, loader_kind))
         fwd = _maybe_compile(lambda x: bits_per_dim(-model.log_prob(x).mean(), 784, scale="bytes"), variant)
 
-        def step(t: PhaseTimer) -> None:
-            with t("data"):
-                x = _input(next(batches)[0], variant)
-            with t("forward"):
-                loss = fwd(x)
-            with t("backward"):
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            with t("optimiser"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-                opt.step()
-                sched.step()
+        step = _timed_step(lambda: _input(next(batches)[0], variant), fwd, opt, clip=10.0, sched=sched)
         return Workload(name, step, cfg.batch, None)
 
     if name == "gan":
@@ -287,17 +278,11 @@ def build(name: str, variant: str) -> Workload:
         batches = index_batches()
         enc = _maybe_compile(encoder, variant)
 
-        def step(t: PhaseTimer) -> None:
-            with t("data"):  # the two augmented views are the data pipeline
-                x = images[next(batches)]
-                x1, x2 = _input(con.augment(x, gen), variant), _input(con.augment(x, gen), variant)
-            with t("forward"):
-                loss = con.nt_xent(enc(x1), enc(x2), cfg.temperature)
-            with t("backward"):
-                opt.zero_grad()
-                loss.backward()
-            with t("optimiser"):
-                opt.step()
+        def views():  # the two augmented views are the data pipeline
+            x = images[next(batches)]
+            return _input(con.augment(x, gen), variant), _input(con.augment(x, gen), variant)
+
+        step = _timed_step(views, lambda v: con.nt_xent(enc(v[0]), enc(v[1]), cfg.temperature), opt)
         return Workload(name, step, cfg.batch_size, None)
 
     if name == "transformer":
@@ -314,19 +299,12 @@ def build(name: str, variant: str) -> Workload:
         batches = _forever(_loader(data, cfg.batch, cfg.seed, False, loader_kind))
         net = _maybe_compile(model, variant)
 
-        def step(t: PhaseTimer) -> None:
-            with t("data"):
-                x, y = next(batches)
-                y = ar.drop_labels(y, cfg.p_uncond, gen)
-            with t("forward"):
-                loss = F.cross_entropy(net(x, y), ar.to_levels(x)[:, 0]) / math.log(2)
-            with t("backward"):
-                opt.zero_grad()
-                loss.backward()
-            with t("optimiser"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
+        def labelled():
+            x, y = next(batches)
+            return x, ar.drop_labels(y, cfg.p_uncond, gen)
+
+        step = _timed_step(labelled, lambda b: F.cross_entropy(net(*b), ar.to_levels(b[0])[:, 0]) / math.log(2),
+                           opt, clip=1.0, sched=sched)
         return Workload(name, step, cfg.batch, cfg.threads)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
