@@ -26,8 +26,13 @@ def cpu_peak_section(lines: list[str], data: dict | None, machine_line: Callable
               f"Command: `{data.get('command', '?')}`. The machine was shared with other jobs (load",
               "averages in the tables), so wall times are inflated by waiting for a core; the",
               "figures \"by CPU time\" divide by the process CPU time per thread instead, which is",
-              "what the step costs when its threads run. Medians over repeats.", "",
-              "| threads | matmul n | GFLOP/s, wall | GFLOP/s per thread, CPU time | load average |",
+              "what the step costs when its threads run. Medians over repeats.", ""]
+    busy = max((p["load_average"][0] for p in peak.values()), default=0.0)
+    if busy > (data.get("machine", {}).get("cpus") or 2):
+        lines += [f"The wall-time peak below was measured at a load average of {busy:g}: the shares of",
+                  "it (\"share of peak, wall\") compare two differently loaded runs and can exceed the",
+                  "CPU-time share. Read the CPU-time columns.", ""]
+    lines += ["| threads | matmul n | GFLOP/s, wall | GFLOP/s per thread, CPU time | load average |",
               "| --- | --- | --- | --- | --- |"]
     for n, p in sorted(peak.items(), key=lambda kv: int(kv[0])):
         lines.append(f"| {n} | {p['n']} | {p['gflops_wall']:.1f} | {p['gflops_cpu_per_thread']:.1f} | "
