@@ -12,9 +12,11 @@ or a verdict goes through :func:`redact`.
 
 from __future__ import annotations
 
+import builtins
 import re
 
 from autograder.notebook_format import cell_meta, source_text
+from autograder.observe import LIBRARY_EXCEPTIONS
 
 #: Longest message taken from an exception or a verdict, in characters.
 MESSAGE_LIMIT = 600
@@ -23,6 +25,8 @@ SECRET_MIN_CHARS = 12
 #: Longest exception message shown from the student's own cells (graded cells, self-checks).
 EXCEPTION_LIMIT = 300
 _EXCEPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,79}")
+_BUILTIN_EXCEPTIONS = frozenset(n for n, o in vars(builtins).items()
+                                if isinstance(o, type) and issubclass(o, BaseException))
 #: Where a traceback starts inside an exception's text (Python's, IPython's, a frame line):
 #: nothing from there on is shown.
 _FRAME = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]*\", line \d+|"
@@ -70,8 +74,18 @@ def redact(text: str, secret_lines: list[str]) -> str:
 
 
 def exception_name(ename: str | None) -> str:
-    """The exception's type as the kernel named it, if it reads as a Python name."""
-    return ename if ename and _EXCEPTION_NAME.fullmatch(ename) else "an exception"
+    """The exception's type as the kernel named it, when the notebook cannot have chosen that name:
+    one of Python's built-in exceptions, or one of torch's and NumPy's on a fixed list
+    (``autograder.observe.LIBRARY_EXCEPTIONS``), dotted or not. Any other name, which a class the
+    notebook made could carry (with text read from a hidden check's frame), is "an exception"."""
+    if not ename or not _EXCEPTION_NAME.fullmatch(ename):
+        return "an exception"
+    package, _, name = ename.rpartition(".")
+    if package in ("", "builtins") and name in _BUILTIN_EXCEPTIONS:
+        return name
+    if package.split(".")[0] in ("", "torch", "numpy") and name in LIBRARY_EXCEPTIONS:
+        return ename
+    return "an exception"
 
 
 def exception_message(evalue: str | None, secret: list[str],
