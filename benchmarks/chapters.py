@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -69,6 +70,12 @@ def run_chapter(name: str, profile: str, metrics_dir: Path, timeout: int,
     return time.perf_counter() - start, nb
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children (the chapter kernels)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=PROFILES, default=None)
@@ -100,6 +107,7 @@ def main() -> None:
     def one(name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"[{profile}] executing {name} ...", flush=True)
+            cpu_before, load_before = children_cpu_seconds(), os.getloadavg()[0]
             try:
                 seconds, nb = run_chapter(name, profile, Path(tmp), args.timeout, args.threads,
                                           args.log)
@@ -112,6 +120,10 @@ def main() -> None:
         entry = {"seconds": None if seconds is None else round(seconds, 1),
                  "under_target": seconds is not None and seconds < 60 * LIMITS_MINUTES[profile],
                  "metrics": metrics}
+        if args.jobs == 1:  # the kernel has exited: its CPU time is in RUSAGE_CHILDREN
+            entry["kernel_cpu_seconds"] = round(children_cpu_seconds() - cpu_before, 1)
+            entry["threads"] = args.threads
+            entry["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         if error:
             entry["error"] = error
         with lock:
