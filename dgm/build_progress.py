@@ -63,19 +63,13 @@ def cached_chapters(cache_dir: Path, chapters: list[str], root: Path = ROOT) -> 
     if not (cache_dir / "global.db").exists():
         return set()
     from jupyter_cache import get_cache
-    from myst_nb.core.config import NbParserConfig
-    from myst_nb.core.read import create_nb_reader
-    from myst_parser.config.main import MdParserConfig
 
-    config = yaml.safe_load((root / "_config.yml").read_text())
-    md = MdParserConfig(enable_extensions=set(config.get("parse", {}).get("myst_enable_extensions", [])))
+    from dgm.preexecute import read_chapter
+
     cache, found = get_cache(str(cache_dir)), set()
     for name in chapters:
-        path = root / "book" / f"{name}.md"
-        text = path.read_text()
         try:
-            nb = create_nb_reader(str(path), md, NbParserConfig(), text).read(text)
-            cache.match_cache_notebook(nb)
+            cache.match_cache_notebook(read_chapter(root / "book" / f"{name}.md", root))
         except Exception:  # noqa: BLE001 - no match, or unreadable: it will execute
             continue
         found.add(name)
@@ -89,12 +83,21 @@ def minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def makespan(seconds: list[float], jobs: int) -> float:
+    """Wall time of running jobs of these lengths ``jobs`` at a time, longest first."""
+    lanes = [0.0] * max(1, jobs)
+    for s in sorted(seconds, reverse=True):
+        lanes[lanes.index(min(lanes))] += s
+    return max(lanes)
+
+
 def announcement(profile: str, chapters: list[str], cached: set[str],
-                 estimates: Estimates | None) -> str:
+                 estimates: Estimates | None, jobs: int = 1) -> str:
     """The plan printed before the build: what executes and roughly how long it takes."""
     run = [c for c in chapters if c not in cached]
     lines = [f"Building the book in the '{profile}' profile (set DGM_PROFILE=smoke|cpu|full to change).",
              f"{len(run)} of {len(chapters)} chapters with code will execute"
+             + (f", {jobs} at a time (DGM_BUILD_JOBS=1: one after the other)" if jobs > 1 and run else "")
              + (f"; {len(cached)} come from the execution cache." if cached else ".")]
     if estimates is None:
         lines.append(f"No recorded chapter times for '{profile}' "
@@ -102,7 +105,7 @@ def announcement(profile: str, chapters: list[str], cached: set[str],
     else:
         lines.append(f"Estimates are the times recorded in {estimates.source.relative_to(ROOT)} "
                      f"({estimates.conditions}); another machine or a loaded one differs.")
-    total, unknown = 0.0, []
+    known, unknown = [], []
     for name in chapters:
         if name in cached:
             lines.append(f"  {name:<16} cached")
@@ -111,20 +114,24 @@ def announcement(profile: str, chapters: list[str], cached: set[str],
         if seconds is None:
             unknown.append(name)
         else:
-            total += seconds
+            known.append(seconds)
         lines.append(f"  {name:<16} executes, estimate "
                      + ("unknown (not recorded)" if seconds is None else minutes(seconds))
                      + (" (see the note recorded with it)" if estimates and name in estimates.noted
                         else ""))
     if run and len(unknown) < len(run):
-        lines.append(f"Estimated execution time: about {minutes(total)}"
+        lines.append(f"Estimated execution time: about {minutes(makespan(known, jobs))}"
                      + (f" plus {len(unknown)} chapter(s) without a record" if unknown else "")
                      + ", then a minute or two to write the pages.")
     return "\n".join(lines)
 
 
 class Follower(threading.Thread):
-    """Prints the build's events to ``stream`` as they arrive, until :meth:`stop`."""
+    """Prints the build's events to ``stream`` as they arrive, until :meth:`stop`.
+
+    Events that name their ``chapter`` come from chapters executed side by side
+    (dgm/preexecute.py); the others belong to the chapter Sphinx is reading now.
+    """
 
     def __init__(self, log: Path, stream: TextIO, estimates: Estimates | None = None,
                  quiet_s: float = QUIET_S):
@@ -132,12 +139,16 @@ class Follower(threading.Thread):
         self.log, self.stream, self.quiet_s = log, stream, quiet_s
         self.estimates = estimates.seconds if estimates else {}
         self.start_time = time.time()
-        self.chapter: dict | None = None
-        self.cell: int | None = None  # the cell running now
-        self.cell_start = 0.0
+        self.chapters: dict[str, dict] = {}  # chapters started and not yet finished, by name
+        self.reading: str | None = None  # the chapter Sphinx reads now
         self.last_print = time.time()
         self._halt = threading.Event()
         self._offset = 0
+
+    @property
+    def chapter(self) -> dict | None:
+        """The chapter Sphinx reads now (None between chapters)."""
+        return self.chapters.get(self.reading) if self.reading else None
 
     def stop(self) -> None:
         self._halt.set()
@@ -148,7 +159,8 @@ class Follower(threading.Thread):
             self.poll()
             self._halt.wait(POLL_S)
         self.poll()
-        self.finish_chapter(time.time())
+        for name in list(self.chapters):
+            self.finish_chapter(time.time(), name)
 
     def say(self, text: str, now: float) -> None:
         elapsed = int(now - self.start_time)
@@ -168,43 +180,60 @@ class Follower(threading.Thread):
                     self._offset += len(line)
                     self.handle(json.loads(line))
         now = time.time()
-        if self.chapter and self.cell is not None and now - self.last_print >= self.quiet_s:
-            self.say(f"{self.chapter['name']}: cell {self.cell}/{self.chapter['cells']} still running "
-                     f"({minutes(now - self.cell_start)} in this cell, "
-                     f"{minutes(now - self.chapter['start'])} into the chapter)", now)
+        if now - self.last_print < self.quiet_s:
+            return
+        for chapter in [c for c in self.chapters.values() if c["cell"] is not None]:
+            self.say(f"{chapter['name']}: cell {chapter['cell']}/{chapter['cells']} still running "
+                     f"({minutes(now - chapter['cell_start'])} in this cell, "
+                     f"{minutes(now - chapter['start'])} into the chapter)", now)
 
     def handle(self, event: dict) -> None:
         now, kind = event.get("time", time.time()), event.get("event")
-        chapter = self.chapter
+        side_by_side = event.get("chapter")
         if kind == "chapter":
-            self.finish_chapter(now)
             name = Path(event["name"]).name
-            self.chapter = {"name": name, "cells": event.get("cells", "?"), "start": now,
-                            "end": now, "ran": 0}
-            self.cell = None
-        elif chapter is None:
+            if not side_by_side:  # Sphinx moved on to the next page
+                if self.reading is not None:
+                    self.finish_chapter(now, self.reading)
+                self.reading = name
+            self.chapters[name] = {"name": name, "cells": event.get("cells", "?"), "start": now,
+                                   "end": now, "ran": 0, "cell": None, "cell_start": now}
             return
-        elif kind == "cell_start":
+        if kind == "chapter_end":
+            self.finish_chapter(now, Path(side_by_side or "").name,
+                                failed=bool(event.get("error")))
+            return
+        chapter = self.chapters.get(Path(side_by_side).name) if side_by_side else self.chapter
+        if chapter is None:
+            return
+        if kind == "cell_start":
             if not chapter["ran"]:
                 estimate = self.estimates.get(chapter["name"])
                 self.say(f"{chapter['name']}: executing {chapter['cells']} code cells"
                          + (f" (estimate {minutes(estimate)})" if estimate else ""), now)
             chapter["ran"] += 1
-            self.cell, self.cell_start = event.get("cell"), now
+            chapter["cell"], chapter["cell_start"] = event.get("cell"), now
         elif kind == "cell_end":
             state = "raised an error" if event.get("error") else "done"
             chapter["end"] = now
             self.say(f"{chapter['name']}: cell {event.get('cell')}/{chapter['cells']} {state} "
                      f"in {minutes(event.get('seconds', 0.0))}", now)
-            self.cell = None
+            chapter["cell"] = None
         elif kind == "bar":
             self.say(f"{chapter['name']}: {event.get('text', '')}", now)
 
-    def finish_chapter(self, now: float) -> None:
-        chapter, self.chapter = self.chapter, None
+    def finish_chapter(self, now: float, name: str | None = None, failed: bool = False) -> None:
+        """Say how the chapter ``name`` (default: the one Sphinx reads) ended and forget it."""
+        name = name if name is not None else self.reading
+        chapter = self.chapters.pop(name, None) if name else None
+        if name is not None and name == self.reading:
+            self.reading = None
         if chapter is None:
             return
-        if chapter["ran"]:
+        if failed:
+            self.say(f"{chapter['name']}: FAILED after {chapter['ran']} cells; the build runs it "
+                     "again and reports the error", now)
+        elif chapter["ran"]:
             self.say(f"{chapter['name']}: finished, {chapter['ran']} cells in "
                      f"{minutes(chapter['end'] - chapter['start'])}", chapter["end"])
         else:

@@ -19,6 +19,9 @@ import os
 import time
 
 LOG_VAR = "DGM_PROGRESS_LOG"
+# Set by dgm/preexecute.py in each kernel it starts: chapters run side by side then, and their
+# events say which chapter they come from.
+CHAPTER_VAR = "DGM_BUILD_CHAPTER"
 # ipykernel >= 7.4 warns at start-up, once per chapter, that its sockets are not encrypted.
 # dgm.build filters exactly this message (see TcpNotice); every other kernel message passes.
 TCP_NOTICE = "Kernel is running over TCP without encryption"
@@ -30,10 +33,21 @@ def log_path() -> str | None:
 
 
 def log_event(event: str, **fields) -> None:
-    """Append ``{"event": event, "time": <epoch s>, **fields}`` to the build's event file."""
+    """Append ``{"event": event, "time": <epoch s>, **fields}`` to the build's event file.
+
+    In a kernel started by dgm/preexecute.py the event also names its ``chapter``.
+    """
     path = log_path()
     if path is None:
         return
+    chapter = os.environ.get(CHAPTER_VAR, "").strip()
+    if chapter and "chapter" not in fields:
+        fields["chapter"] = chapter
+    write_event(path, event, **fields)
+
+
+def write_event(path: str, event: str, **fields) -> None:
+    """Append one event line to the event file at ``path`` (the build process's own events)."""
     line = json.dumps({"event": event, "time": time.time(), **fields})
     with open(path, "a", encoding="utf-8") as f:  # one short write per line: no interleaving
         f.write(line + "\n")

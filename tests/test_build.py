@@ -39,7 +39,7 @@ def test_a_forced_matplotlib_backend_does_not_reach_the_chapters(monkeypatch):
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
-    build.build_book("smoke", build.ROOT / "_build" / "env-test", echo=False)
+    build.build_book("smoke", build.ROOT / "_build" / "env-test", echo=False, jobs=1)
     assert "MPLBACKEND" not in seen and seen["DGM_PROFILE"] == "smoke" and seen["DGM_PROGRESS"] == "0"
 
 
@@ -61,5 +61,5 @@ def test_a_changed_fingerprint_also_clears_sphinx_saved_environment(tmp_path, mo
     (bdir / ".doctrees" / "environment.pickle").write_text("old")
     (bdir / ".dgm-fingerprint").write_text("cpu dgm-0000\n")
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
-    build.build_book("smoke", tmp_path, echo=False, progress=None)
+    build.build_book("smoke", tmp_path, echo=False, progress=None, jobs=1)
     assert not (bdir / ".doctrees").exists()

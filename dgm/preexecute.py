@@ -1,0 +1,114 @@
+"""Execute the book's chapters several at a time into jupyter-cache, before Sphinx reads them.
+
+myst-nb executes the chapters of a jupyter-book 1.x build one after the other. A chapter that
+trains small models keeps one core busy, so on a 2-core machine half the machine waits. ``make
+book`` (dgm/build.py) therefore first runs the chapters that the execution cache does not hold
+in a pool of ``jobs`` kernels, each with ``threads`` math threads, longest recorded chapter
+first, and stores each executed notebook in the cache exactly as myst-nb would (same reader,
+same hash); Sphinx then finds every chapter cached and only writes the pages.
+
+A chapter that fails here is not cached: the build then executes it again the usual way and
+reports its error as before.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbclient import NotebookClient
+
+from dgm.kernel_progress import CHAPTER_VAR, LOG_VAR, write_event
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ChapterRun:
+    name: str
+    seconds: float
+    error: str | None  # None: executed and cached
+
+
+def read_chapter(path: Path, root: Path = ROOT) -> nbformat.NotebookNode:
+    """The chapter as myst-nb reads it (so that its hash in the cache is the one myst-nb asks for)."""
+    from myst_nb.core.config import NbParserConfig
+    from myst_nb.core.read import create_nb_reader
+    from myst_parser.config.main import MdParserConfig
+
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    md = MdParserConfig(enable_extensions=set(config.get("parse", {}).get("myst_enable_extensions", [])))
+    text = path.read_text()
+    return create_nb_reader(str(path), md, NbParserConfig(), text).read(text)
+
+
+def default_jobs(chapters: int) -> int:
+    """One kernel per core this process may use (``$DGM_BUILD_JOBS`` overrides), at most one per chapter."""
+    wanted = os.environ.get("DGM_BUILD_JOBS", "").strip()
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise ValueError(f"DGM_BUILD_JOBS={wanted!r}: give a whole number of chapters to run at "
+                             "once, at least 1 (1 executes them one after the other)")
+        jobs = int(wanted)
+    else:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(jobs, chapters))
+
+
+def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], jobs: int,
+                     estimates: dict[str, float] | None = None, timeout: int = 1800,
+                     root: Path = ROOT) -> list[ChapterRun]:
+    """Execute ``book/<name>.md`` for each name, ``jobs`` at a time, and cache each that succeeds.
+
+    ``env`` is the kernels' environment (the build's); each kernel also gets ``$OMP_NUM_THREADS``
+    (the cores shared out between the jobs) and the chapter's name for its progress events.
+    """
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = str(max(1, cores // jobs))
+    estimates = estimates or {}
+    order = sorted(names, key=lambda n: -estimates.get(n, 0.0))  # longest first: the shortest finish
+    lock, runs = threading.Lock(), []
+    log = env.get(LOG_VAR)
+
+    def event(kind: str, **fields) -> None:
+        if log:
+            write_event(log, kind, **fields)
+
+    def one(name: str) -> None:
+        path = root / "book" / f"{name}.md"
+        nb = read_chapter(path, root)
+        cells = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
+        kernel_env = dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, **{CHAPTER_VAR: name})
+        event("chapter", name=name, cells=cells, chapter=name)
+        start, error = time.perf_counter(), None
+        # As myst-nb runs it: the notebook's own kernel and timeout, no timings in the cells'
+        # metadata (the cache hashes that metadata, so myst-nb would not find the notebook).
+        client = NotebookClient(nb, timeout=nb.metadata.get("execution", {}).get("timeout", timeout),
+                                allow_errors=False, record_timing=False,
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute(env=kernel_env)
+        except Exception as exc:  # noqa: BLE001 - the build re-executes it and reports it
+            error = f"{type(exc).__name__}: {str(exc)[-1500:]}"
+        seconds = time.perf_counter() - start
+        event("chapter_end", chapter=name, error=error is not None)
+        with lock:
+            if error is None:
+                get_cache(str(cache_dir)).cache_notebook_bundle(
+                    CacheBundleIn(nb, str(path), data={"execution_seconds": seconds}),
+                    check_validity=False, overwrite=True)
+            runs.append(ChapterRun(name, seconds, error))
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(one, name) for name in order]:
+            future.result()
+    return runs
