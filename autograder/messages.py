@@ -7,12 +7,19 @@ feedback's tone and promises can be read, reviewed and changed in one file. Only
 own message comes from elsewhere: the hidden check that failed (:mod:`autograder.checks`).
 
 Nothing a student sees may hold a hidden check's source: every text that comes from the kernel
-or a verdict goes through :func:`redact`.
+or a verdict goes through :func:`redact`. Nor may it hold what the student's code could have read
+from a hidden check (its inputs, names, constants): text from the kernel reaches the feedback
+only here, in :func:`describe_cell`, which once any hidden check has run shows an exception's type
+and never its message (the code may have kept what it read in a global and raise it from a later
+cell of its own); a cell's printed output and warnings never reach it. A verdict's message goes
+through :func:`verdict_text`, which writes every number in it with two significant figures
+(:func:`figures`), so that no number the student's code returned comes back at full precision.
 """
 
 from __future__ import annotations
 
 import builtins
+import math
 import re
 
 from autograder.notebook_format import cell_meta, source_text
@@ -73,6 +80,41 @@ def redact(text: str, secret_lines: list[str]) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT - 3] + "..."
 
 
+#: A number in a message: its mantissa (with a decimal point or an exponent, or both) and exponent.
+_NUMBER = re.compile(r"(?<![\w.])([-+]?)(\d+\.\d*|\.\d+|\d+(?=[eE][-+]?\d))([eE][-+]?\d+)?(?![\d.])")
+#: Significant figures of a number a verdict's message shows.
+FIGURES = 2
+
+
+def figures(x) -> str:
+    """``x`` with at most two significant figures, as a student's feedback may show a number the
+    student's code returned or the grader measured from it: ``1105.243`` is ``1100``, ``0.012345``
+    is ``0.012``, ``-3.2e-07`` stays so; nan and infinities as Python writes them."""
+    x = float(x)
+    if not math.isfinite(x) or x == 0:
+        return repr(x) if not math.isfinite(x) else "0"
+    exp = math.floor(math.log10(abs(float(f"{x:.{FIGURES - 1}e}"))))
+    if not -4 <= exp < 6:
+        return f"{x:.{FIGURES - 1}e}"
+    decimals = FIGURES - 1 - exp
+    text = f"{round(x, decimals):.{max(decimals, 0)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def verdict_text(text: str, secret: list[str]) -> str:
+    """A verdict's message as the feedback shows it: redacted (:func:`redact`), and every number
+    with a decimal point or an exponent in it written with at most two significant figures
+    (:func:`figures`): a verdict echoes what the student's code returned, which may carry what
+    that code read from the check, and must not give away the check's reference values."""
+    def shorter(m: re.Match) -> str:
+        try:
+            return figures(m.group(0))
+        except (ValueError, OverflowError):
+            return m.group(0)
+
+    return _NUMBER.sub(shorter, redact(text, secret))
+
+
 def exception_name(ename: str | None) -> str:
     """The exception's type as the kernel named it, when the notebook cannot have chosen that name:
     one of Python's built-in exceptions, or one of torch's and NumPy's on a fixed list
@@ -104,14 +146,16 @@ def exception_message(evalue: str | None, secret: list[str],
 # --- what a cell did --------------------------------------------------------------------------
 
 def describe_cell(rec, what: str, timeout: float, secret: list[str],
-                  hidden: bool = False) -> str | None:
+                  hidden: bool = False, after_hidden: bool = False) -> str | None:
     """A sentence about a cell (:class:`autograder.execute.CellRecord`, None: it never ran)
     that did not pass; None when it passed. ``what`` names the cell ("Your cell `x`").
 
-    An exception is shown by its type and message (:func:`exception_message`), except in a
-    ``hidden`` check's cell: there the student's code ran on the check's own inputs, so what it
-    raised could carry them (or anything else its callers' frames hold) out to the student,
-    and only its type is shown."""
+    This is the one place where text from the kernel reaches the feedback. An exception is shown
+    by its type and message (:func:`exception_message`), except in a ``hidden`` check's cell:
+    there the student's code ran on the check's own inputs, so what it raised could carry them
+    (or anything else its callers' frames hold) out to the student, and only its type is shown.
+    The same holds for a cell of the student's own that ran ``after_hidden``, after the first
+    hidden check: the code could have kept what it read there and raise it now."""
     if rec is None:
         return f"{what} did not run (the notebook stopped before reaching it)."
     if rec.status == "passed":
@@ -135,6 +179,8 @@ def describe_cell(rec, what: str, timeout: float, secret: list[str],
         return f"{what} raised NotImplementedError. {NOT_DONE}"
     if hidden:
         return hidden_exception(what, ename)
+    if after_hidden:
+        return own_exception_after_hidden(what, ename)
     evalue = exception_message(rec.evalue, secret)
     if ename == "AssertionError":
         return f"{what} failed: {evalue}" if evalue else f"{what} failed (no message)."
@@ -150,6 +196,14 @@ def hidden_exception(what: str, ename: str) -> str:
     return (f"{what}: your code raised {ename} when the check called it.{hint} The message is "
             "not shown, since it could carry the check's hidden inputs: call your code on "
             "inputs of your own (the self-check's, say) to see it.")
+
+
+def own_exception_after_hidden(what: str, ename: str) -> str:
+    hint = (" Did the cell that defines it run without errors, and does it keep the name the "
+            "notebook asks for?" if ename == "NameError" else "")
+    return (f"{what} raised {ename}.{hint} Its message is not shown: the cell ran after a hidden "
+            "check, and text your code makes from then on could carry the check's inputs (run "
+            "the cell in your own notebook to read it).")
 
 
 def graded_cell(cid: str) -> str:

@@ -48,11 +48,12 @@ def score_items(merged: MergeResult, cells: Sequence[CellRecord],
     ``error`` says why the run stopped early, for the checks that never ran."""
     records = {c.id: c for c in cells}
     points = {cell_id(c): cell_meta(c).get("points", 0) for c in merged.notebook.cells}
+    late = after_first_hidden(merged.notebook, records)
     results: list[ItemResult] = []
     for name, item in merged.items.items():
         if item.hidden:
             results.append(_score_auto(name, item, merged, records, points, verdicts, timeout,
-                                       secret, error))
+                                       secret, error, late))
         if item.written:
             notes = list(merged.notes.get(name, []))
             answered = [merged.written.get(w, "") for w in item.written]
@@ -68,9 +69,30 @@ def score_items(merged: MergeResult, cells: Sequence[CellRecord],
     return results
 
 
+#: Statuses of a cell that started to run (the kernel executed some of it).
+STARTED = ("passed", "failed", "timeout", "crashed")
+
+
+def after_first_hidden(notebook, records: Mapping[str, CellRecord]) -> frozenset[str]:
+    """Ids of the code cells that come after the first hidden check that started to run, in the
+    merged notebook's order (the order the kernel runs it in, re-runs after a crash included):
+    from then on the kernel may hold what the student's code read from a check."""
+    later, seen = set(), False
+    for cell in notebook.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        if seen:
+            later.add(cell_id(cell))
+        rec = records.get(cell_id(cell))
+        if cell_meta(cell).get("role") == "hidden" and rec is not None and rec.status in STARTED:
+            seen = True
+    return frozenset(later)
+
+
 def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str, CellRecord],
                 points: Mapping[str, int], verdicts: Mapping[str, Verdict], timeout: float,
-                secret: list[str], error: str | None) -> ItemResult:
+                secret: list[str], error: str | None,
+                late: frozenset[str] = frozenset()) -> ItemResult:
     """The auto-graded part of one item."""
     msgs: list[str] = list(merged.notes.get(name, []))
     checks: list[dict] = []
@@ -82,7 +104,7 @@ def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str
     broken = []
     for gid in item.graded:
         msg = messages.describe_cell(records.get(gid), messages.graded_cell(gid), timeout,
-                                     secret)
+                                     secret, after_hidden=gid in late)
         if msg and records.get(gid) is not None:
             broken.append(gid)
             if messages.NOT_DONE not in msg:
@@ -90,7 +112,8 @@ def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str
     for sid in item.selfchecks:
         rec = records.get(sid)
         if rec is not None and rec.status == "failed":
-            msg = messages.describe_cell(rec, messages.selfcheck_cell(sid), timeout, secret)
+            msg = messages.describe_cell(rec, messages.selfcheck_cell(sid), timeout, secret,
+                                         after_hidden=sid in late)
             if messages.NOT_DONE not in msg and not (broken and rec.ename == "NameError"):
                 msgs.append(msg)
     for n, hid in enumerate(item.hidden, start=1):
@@ -106,7 +129,7 @@ def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str
         if msg is None:
             verdict = verdicts.get(hid, NOT_JUDGED)
             fraction = float(verdict.fraction)
-            text = messages.redact(verdict.message or "", secret)
+            text = messages.verdict_text(verdict.message or "", secret)
             if verdict.status != "passed":
                 fraction = 0.0
                 msg = (messages.check_not_attempted(label) if "NotImplementedError" in text

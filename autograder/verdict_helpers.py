@@ -5,9 +5,12 @@ import this module; a student's kernel cannot (``autograder.sandbox.KERNEL_MODUL
 or student sections must not import it. Every function takes what it measures as arguments: the
 verdict passes its own setup's inputs, so that the check reads the same as when it held a copy.
 
-``shape_of``, ``scalar``        what an observed value is: a shape (or type name), one number or None.
+``shape_of``, ``scalar``        what an observed value is: a shape of small ints (or its kind), one number or None.
 ``describe``, ``raised``        what a message may echo of an observed value, or of the exception the kernel
                                 recorded: shapes, dtypes and numbers, never text the notebook chose.
+``num``, ``off``                how a message writes a number the student's code returned (two significant
+                                figures, :func:`autograder.messages.figures`) and how far it is from the
+                                check's reference value (the error, its direction), never that value itself.
 ``torch_intact``,               the training checks' guards: whether the kernel's torch computed what the
 ``judge_standin_loop``          grader's does on fixed inputs, and whether the student's training loop,
                                 run in the kernel on a tiny model with a stand-in objective swapped in,
@@ -28,12 +31,61 @@ import numbers
 
 import torch
 
+from autograder.messages import figures as num
 from dgm.homework import WeightsError, mlp_forward, mlp_layers
+
+#: A shape a message echoes has at most this many dimensions, each smaller than SMALL_DIM: a shape
+#: is what the student needs to see, but its numbers are chosen by the student's code too.
+MAX_DIMS, SMALL_DIM = 6, 100_000
+
+
+def _kind(v) -> str:
+    """What ``v`` is, in words the notebook cannot choose (never a class's own name)."""
+    import numpy as np
+
+    for cls, word in ((bool, "a bool"), (type(None), "None"), (numbers.Integral, "an int"),
+                      (numbers.Real, "a float"), (str, "a string"), (list, "a list"), (tuple, "a tuple"),
+                      (dict, "a dict"), (torch.Tensor, "a tensor"), (np.ndarray, "an array")):
+        if isinstance(v, cls):
+            return word
+    return "an object"
 
 
 def shape_of(v):
-    """A tensor's shape as a tuple, or the type name of anything else (for messages)."""
-    return tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+    """A tensor's or array's shape as a tuple of small ints, for messages; what anything else is, in
+    words (:func:`_kind`), never its class's name, which the student's code may have chosen."""
+    import numpy as np
+
+    if isinstance(v, (torch.Tensor, np.ndarray)):
+        shape = tuple(int(n) for n in v.shape)
+        if len(shape) <= MAX_DIMS and all(n < SMALL_DIM for n in shape):
+            return shape
+        return f"{_kind(v)} with {len(shape)} dimensions"
+    return _kind(v)
+
+
+def off(got, want, what: str = "it") -> str:
+    """How far ``got`` (a number or tensor computed from what the student's code returned) is from
+    the check's reference ``want``, for a message: the relative error (or the absolute one, when
+    ``want`` is 0) with two significant figures, and its direction; never ``want`` itself."""
+    got_t, want_t = torch.as_tensor(got).double(), torch.as_tensor(want).double()
+    if got_t.shape != want_t.shape:
+        return f"{what} has shape {shape_of(got_t)}, not {shape_of(want_t)}"
+    if not bool(torch.isfinite(got_t).all()):
+        return f"{what} is not finite"
+    err = got_t - want_t
+    size = want_t.abs().max().item() if want_t.numel() else 0.0
+    if want_t.numel() == 1:
+        e = err.item()
+        direction = "too high" if e > 0 else "too low" if e < 0 else "exact"
+        if size > 1e-12:
+            return f"{what} is off by {num(100 * abs(e) / size)}% ({direction})"
+        return f"{what} is off by {num(abs(e))} ({direction})"
+    worst = err.abs().max().item() if err.numel() else 0.0
+    bias = "too high on average" if err.mean().item() > 0 else "too low on average"
+    if size > 1e-12:
+        return f"{what} is off by up to {num(100 * worst / size)}% of the largest entry ({bias})"
+    return f"{what} is off by up to {num(worst)} ({bias})"
 
 
 def describe(v) -> str:
@@ -45,10 +97,11 @@ def describe(v) -> str:
     if isinstance(v, (bool, type(None))):
         return repr(v)
     if isinstance(v, torch.Tensor) or isinstance(v, np.ndarray):
-        kind = "a tensor" if isinstance(v, torch.Tensor) else "an array"
-        return f"{kind} of shape {tuple(v.shape)} and dtype {str(v.dtype).replace('torch.', '')}"
+        shape = shape_of(v)
+        shape = f"of shape {shape}" if isinstance(shape, tuple) else f"with {v.ndim} dimensions"
+        return f"{_kind(v)} {shape} and dtype {str(v.dtype).replace('torch.', '')}"
     if isinstance(v, numbers.Real):
-        return f"{float(v):.6g}" if isinstance(v, float) else str(int(v))
+        return num(v) if isinstance(v, float) else str(int(v)) if abs(int(v)) < SMALL_DIM else num(v)
     if isinstance(v, str):
         return "a string"
     if isinstance(v, (list, tuple)):

@@ -3,8 +3,10 @@
 The student's own cells (graded cells, self-checks) show the exception's type and message, cut
 short, without any traceback and without hidden-check source. In a hidden check's cell the
 student's code ran on the check's inputs, and a function can read its callers' frames: there
-only the type is shown, so that no message can carry the check's inputs or names out. The last
-test grades a submission that tries exactly that.
+only the type is shown, so that no message can carry the check's inputs or names out. A function
+can also keep what it read (in a global) and let a later cell of the student's own raise it: so a
+student's own cell that runs after the first hidden check shows its exception's type only, too.
+The last tests grade submissions that try exactly that.
 """
 
 from __future__ import annotations
@@ -61,6 +63,24 @@ def test_a_hidden_checks_exception_shows_only_its_type():
     assert items["kl"].score == 1.0  # the other check of the item still counts
 
 
+def test_an_own_cell_after_a_hidden_check_shows_only_its_type():
+    # toy-alpha-bar and its self-check come after the kl item's hidden checks: what they raise could
+    # be what kl_std_normal kept from a check's frame
+    leak = "LEAK (0.5, -1.0), (-1.2, 0.7), (2.0, 0.0) _inputs"
+    items = _scored({"toy-alpha-bar": CellRecord("toy-alpha-bar", "failed", ename="ValueError", evalue=leak),
+                     "toy-alpha-bar-check": CellRecord("toy-alpha-bar-check", "failed",
+                                                       ename="AssertionError", evalue=leak)})
+    text = " ".join(items["alpha_bar"].messages)
+    assert "Your cell `toy-alpha-bar` raised ValueError" in text
+    assert "Self-check `toy-alpha-bar-check`" in text and "AssertionError" in text
+    assert "LEAK" not in text and "0.5, -1.0" not in text and "_inputs" not in text
+
+
+def test_an_own_cell_before_any_hidden_check_keeps_its_message():
+    items = _scored({"toy-kl": CellRecord("toy-kl", "failed", ename="KeyError", evalue="'beta needs a key'")})
+    assert "raised KeyError: 'beta needs a key'" in " ".join(items["kl"].messages)
+
+
 def test_an_exception_name_that_is_not_a_python_name_is_not_shown():
     assert messages.exception_name("<b>ValueError</b> 0.5, -1.0") == "an exception"
     assert messages.exception_name("torch.OutOfMemoryError") == "torch.OutOfMemoryError"
@@ -84,6 +104,14 @@ EXFILTRATE = ("if mu == 0 and logvar == 0:\n        return 0.0\n"
               "    raise ValueError('LEAK ' + repr(f.f_globals.get('_inputs')) + ' '\n"
               "                     + repr(f.f_code.co_consts) + repr(f.f_code.co_names))")
 OWN_ERROR = "raise KeyError('my own message: beta needs a key')\n"
+#: kl_std_normal returns the right values, and keeps what its caller's frame holds when a hidden
+#: check calls it; a later graded cell of the student's own prints it, warns with it and raises it.
+STASH = ("if not (mu == 0 and logvar == 0):\n"
+         "        f = __import__('sys')._getframe(1)\n"
+         "        globals()['_STASH'] = 'LEAK ' + repr(f.f_globals.get('_inputs')) + repr(f.f_code.co_names)\n"
+         "    " + RIGHT_KL)
+SPILL = ("\nprint(_STASH)\nimport warnings\nwarnings.warn(_STASH)\n"
+         "raise ValueError(_STASH)\n")
 
 
 @pytest.fixture(scope="module")
@@ -91,19 +119,25 @@ def graded_leak(tmp_path_factory):
     folder, out = tmp_path_factory.mktemp("leak"), tmp_path_factory.mktemp("leak-out")
     nb = nbformat.read(str(CORRECT), as_version=4)
     for cell in nb.cells:
-        if cell.get("id") == "toy-kl":
-            cell.source = cell.source.replace(RIGHT_KL, EXFILTRATE)
-        if cell.get("id") == "toy-alpha-bar":
-            cell.source += "\n" + OWN_ERROR
+        if cell.get("id") == "toy-kl":  # before any hidden check: its own message is shown
+            cell.source = cell.source.replace(RIGHT_KL, EXFILTRATE) + "\n" + OWN_ERROR
     (folder / "leaky.ipynb").write_text(nbformat.writes(nb))
+    nb = nbformat.read(str(CORRECT), as_version=4)
+    for cell in nb.cells:
+        if cell.get("id") == "toy-kl":
+            cell.source = cell.source.replace(RIGHT_KL, STASH)
+        if cell.get("id") == "toy-alpha-bar":  # after the kl item's hidden checks
+            cell.source += SPILL
+    (folder / "stasher.ipynb").write_text(nbformat.writes(nb))
     code = grade.main(["--assignment", "toy", "--source", str(SOURCE), str(folder), "--out",
                        str(out), "--device", "cpu", "--profile", "smoke", "--timeout", "60",
                        "--no-progress"])
     assert code == 0
-    return out / "leaky"
+    return out
 
 
 def test_student_code_cannot_carry_a_hidden_checks_inputs_out_in_its_exception(graded_leak):
+    graded_leak = graded_leak / "leaky"
     executed = (graded_leak / "executed.ipynb").read_text()
     assert "LEAK [(0.5, -1.0)" in executed  # the attack did read them, in the kernel
     for name in ("feedback.md", "results.json"):
@@ -115,5 +149,18 @@ def test_student_code_cannot_carry_a_hidden_checks_inputs_out_in_its_exception(g
 
 
 def test_the_students_own_error_message_reaches_the_feedback(graded_leak):
-    feedback = (graded_leak / "feedback.md").read_text()
+    feedback = (graded_leak / "leaky" / "feedback.md").read_text()
     assert "KeyError: 'my own message: beta needs a key'" in feedback
+
+
+def test_what_student_code_kept_from_a_hidden_check_does_not_reach_the_feedback(graded_leak):
+    out = graded_leak / "stasher"
+    executed = (out / "executed.ipynb").read_text()
+    assert "LEAK [(0.5, -1.0)" in executed  # the attack kept them, and printed and raised them
+    for name in ("feedback.md", "results.json"):
+        text = (out / name).read_text()
+        assert "LEAK" not in text and "0.5, -1.0" not in text and "_inputs" not in text, name
+    feedback = (out / "feedback.md").read_text()
+    assert "`toy-alpha-bar` raised ValueError" in feedback  # the type and the cell, nothing else
+    results = {t["name"]: t["score"] for t in json.loads((out / "results.json").read_text())["tests"]}
+    assert results["kl"] == 3.0 and results["alpha_bar"] == 2.0

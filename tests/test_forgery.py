@@ -24,7 +24,7 @@ from autograder.release import render
 from dgm.data import load_dataset
 from dgm.homework import EpsModel, WeightsError, load_eps_model, mlp_forward, mlp_layers
 from dgm.memorisation import copy_share
-from edited_submissions import auto_tests, edited_reference
+from edited_submissions import auto_tests, edited_reference, feedback_texts, precise_numbers
 
 #: cell id -> (text of the reference solution, what the attacker wrote instead)
 ATTACKS = {
@@ -140,6 +140,14 @@ def test_attacks_on_one_item_leave_the_other_items_their_points(graded):
 
 
 # --- the pieces the verdicts use ------------------------------------------------------------------
+
+def test_the_feedback_on_the_attacks_gives_no_number_with_more_than_two_figures(graded):
+    name, out = graded
+    told = feedback_texts(out)
+    assert any(told.values())  # the attacks lost points, and were told why
+    for where, text in told.items():
+        assert not precise_numbers(text), f"{name}/{where}: {text}"
+
 
 def test_training_images_are_near_copies_and_held_out_images_are_not():
     train = load_dataset("fashion_mnist", split="train", scale="01").tensors[0]
