@@ -92,8 +92,9 @@ SETTINGS = {
     # horizontal streaks, 3 epochs 3.68 and streaky blobs (FD 251 at N = 443). This recipe (rows +
     # columns, spread 0.02, lr 3e-3, warm-up and cosine): 3 epochs 3.37 and smooth garments
     # (FD 169), at the same cost per step; benchmarks/results/autoregressive_recipe_cpu.json.
-    # 2 epochs with 2 heads (0.62 instead of 0.75 CPU-s per step) fell to 3.58 bits/dim and
-    # streaky, mostly empty samples: not worth its 115 CPU-seconds. CPU-seconds at one thread:
+    # 2 epochs with 2 heads (0.62 instead of 0.75 CPU-s per step) fell to 3.58 bits/dim, FD 228
+    # (N = 443, sample seed 11; 163 with these settings) and streaky, mostly empty samples: not
+    # worth its 115 CPU-seconds. CPU-seconds at one thread:
     # PixelCNN training ~90, transformer training ~280, sampling and scoring ~55 (row and
     # key-value caches), the rest ~25.
     "cpu": AutoregressiveSettings(subset=4000, batch=32, p_uncond=0.2, cnn_hidden=48,
