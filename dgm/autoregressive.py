@@ -12,7 +12,8 @@ eq. {eq}`ar-chain-rule`, with a 256-way softmax per pixel:
                                  is ``dgm.evaluate.bits_per_dim`` with ``scale="bytes"``, as for
                                  the flows).
 ``sample_categorical``           Gumbel-max sampling with a temperature, eq. {eq}`ar-temperature`.
-``sample``                       D sequential steps; ``use_cache`` for the transformer.
+``sample``                       D sequential steps, with a cache (keys and values of the
+                                 transformer, finished rows of the PixelCNN) or without.
 ``input_dependence``             which inputs each output pixel depends on (autograd), the check
                                  that the Jacobian is strictly triangular.
 ``train_autoregressive``         teacher forcing with label dropout to ``NULL_CLASS``.
@@ -68,9 +69,10 @@ class AutoregressiveSettings:
     eval_samples: int      # transformer samples scored by dgm.evaluate; FD depends on N, so the
                            # N of the VAE and diffusion chapters
     eval_temperature: float  # temperature of the scored samples
-    samples_per_class: int  # columns of the sample grids; 6 in cpu leaves time for scoring
-                            # eval_samples transformer samples (a PixelCNN sample costs ~0.8 s)
-    uncached_images: int   # images drawn without the key-value cache, to time it (it is slow)
+    samples_per_class: int  # columns of the sample grids (78 images per model in cpu: 14 s of
+                            # CPU for the PixelCNN with its row cache, 6 s for the transformer)
+    uncached_images: int   # images drawn without the key-value cache, to time it (it is slow:
+                           # about 5 CPU-seconds per image in cpu)
     threads: int | None    # torch CPU threads (None: torch's default); 1 on shared 2-core
                            # machines, where a second thread mostly waits (measured 2-4x slower)
     progress: bool         # tqdm bars
@@ -89,13 +91,18 @@ SETTINGS = {
     # pixel vectors of spread 1, lr 2e-3 decayed exponentially): 1 epoch test 4.03 bits/dim and
     # horizontal streaks, 3 epochs 3.68 and streaky blobs (FD 251 at N = 443). This recipe (rows +
     # columns, spread 0.02, lr 3e-3, warm-up and cosine): 3 epochs 3.37 and smooth garments
-    # (FD 169), at the same cost per step; benchmarks/results/autoregressive_recipe_cpu.json
+    # (FD 169), at the same cost per step; benchmarks/results/autoregressive_recipe_cpu.json.
+    # 2 epochs with 2 heads (0.62 instead of 0.75 CPU-s per step) fell to 3.58 bits/dim, FD 228
+    # (N = 443, sample seed 11; 163 with these settings) and streaky, mostly empty samples: not
+    # worth its 115 CPU-seconds. CPU-seconds at one thread:
+    # PixelCNN training ~90, transformer training ~280, sampling and scoring ~55 (row and
+    # key-value caches), the rest ~25.
     "cpu": AutoregressiveSettings(subset=4000, batch=32, p_uncond=0.2, cnn_hidden=48,
                                   cnn_layers=6, cnn_epochs=2, cnn_lr=2e-3, tf_d_model=64,
                                   tf_heads=4, tf_layers=2, tf_epochs=3, tf_lr=3e-3,
                                   tf_positions="rows_cols", tf_schedule="cosine", tf_warmup=20,
                                   eval_samples=443, eval_temperature=1.0, samples_per_class=6,
-                                  uncached_images=2, threads=1, progress=True),
+                                  uncached_images=1, threads=1, progress=True),
     # one GPU: the whole training set when it is there
     "full": AutoregressiveSettings(subset=60000, batch=64, p_uncond=0.2, cnn_hidden=96,
                                    cnn_layers=8, cnn_epochs=10, cnn_lr=1e-3, tf_d_model=128,
@@ -181,14 +188,35 @@ class PixelCNN(nn.Module):
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.out(self.features(x, y))  # (B, 256, H, W)
 
-    def step_logits(self, x: Tensor, y: Tensor | None, i: int) -> Tensor:
-        """Logits ``(B, 256)`` of pixel ``i`` (raster order): the masked convolutions on the
-        rows that can reach it, the 1x1 head on that pixel alone."""
+    def step_logits(self, x: Tensor, y: Tensor | None, i: int, cache: dict[str, Tensor] | None = None
+                    ) -> Tensor:
+        """Logits ``(B, 256)`` of pixel ``i`` (raster order), the 1x1 head on that pixel alone.
+
+        Without ``cache``: the masked convolutions on the band of rows that can reach pixel i.
+        With ``cache`` (a dict, empty at pixel 0, then passed to every step in order): only the
+        current row of every layer, from the row above of the layer below, kept from earlier
+        steps. A feature depends only on pixels before its own position (eq. {eq}`ar-triangular`),
+        so a row's features are final once the row is done, and each step convolves 2 rows
+        (4 of the input for the 7x7 layer) instead of ``rows_above + 1``."""
         width = x.shape[-1]
         row, col = divmod(i, width)
-        top = max(0, row - self.rows_above)
-        h = self.features(x[:, :, top:row + 1], y)[:, :, row - top, col]  # (B, hidden)
-        return self.out(h[:, :, None, None])[:, :, 0, 0]
+        if cache is None:
+            top = max(0, row - self.rows_above)
+            h = self.features(x[:, :, top:row + 1], y)[:, :, row - top, col]  # (B, hidden)
+            return self.out(h[:, :, None, None])[:, :, 0, 0]
+        if "h" not in cache:  # features of every layer, (B, layers + 1, hidden, H, W)
+            cache["h"] = x.new_zeros(len(x), self.n_layers + 1, self.input.out_channels, *x.shape[2:])
+            bias = self.class_bias(_class_index(y, len(x), self.n_classes, x.device))
+            cache["bias"] = bias.view(len(x), self.n_layers + 1, -1, 1)  # (B, layers + 1, hidden, 1)
+        feats, bias = cache["h"], cache["bias"]
+        top = max(0, row - 3)                                   # the 7x7 layer reaches 3 rows up
+        h = self.input(2 * x[:, :, top:row + 1] - 1)[:, :, -1] + bias[:, 0]  # (B, hidden, W)
+        feats[:, 0, :, row] = h
+        for k, layer in enumerate(self.layers):                 # a 3x3 layer reaches 1 row up
+            below = F.relu(feats[:, k, :, max(0, row - 1):row + 1])
+            h = h + layer(below)[:, :, -1] + bias[:, k + 1]
+            feats[:, k + 1, :, row] = h
+        return self.out(h[:, :, None, col:col + 1])[:, :, 0, 0]
 
 
 # --------------------------------------------------------------------------------- transformer
@@ -341,7 +369,8 @@ def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float
            shape: tuple[int, int] = (28, 28)) -> Tensor:
     """Draw ``n`` images ``(n, 1, H, W)`` in [0, 1], pixel by pixel in raster order: D
     sequential network calls. ``y`` and ``temperature`` are one value or one per image;
-    ``use_cache`` (transformer only) keeps keys and values."""
+    ``use_cache`` keeps the transformer's keys and values, or the PixelCNN's features of
+    finished rows (``PixelCNN.step_logits``); the samples are the same without it."""
     model.eval()
     p = next(model.parameters())
     h, w = getattr(model, "shape", shape)
@@ -349,6 +378,7 @@ def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float
     levels = torch.zeros(n, h * w, dtype=torch.long, device=p.device)
     if y is not None:
         y = torch.as_tensor(y, device=p.device).long().expand(n)
+    cnn_cache = {} if use_cache else None  # PixelCNN: features of finished rows
     if isinstance(model, PixelTransformer) and use_cache:
         cache = [{} for _ in model.blocks]
         token = model.class_embed(_class_index(y, n, model.n_classes, p.device))
@@ -361,7 +391,7 @@ def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float
             else:
                 logits = model.prefix_logits(levels[:, :i], y)
         else:
-            logits = model.step_logits(x, y, i)
+            logits = model.step_logits(x, y, i, cnn_cache)
         levels[:, i] = sample_categorical(logits, temperature, generator)
         x.view(n, -1)[:, i] = levels[:, i].to(x.dtype) / (LEVELS - 1)
     return x

@@ -24,3 +24,20 @@ def record(name: str, **metrics: float | int | str) -> dict:
         tmp.write_text(json.dumps(old, indent=2, sort_keys=True))
         tmp.replace(path)
     return metrics
+
+
+RECORDS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def recorded(chapter: str, metric: str, profile: str, folder: Path = RECORDS) -> float | int | str:
+    """The figure ``metric`` that ``chapter`` recorded when ``python -m benchmarks.chapters``
+    last ran it in ``profile`` (``<folder>/chapters_<profile>.json``), for a chapter that quotes
+    another chapter's result instead of recomputing it. Raises ``KeyError`` naming the file and
+    what is missing, with the command that records it."""
+    path = Path(folder) / f"chapters_{profile}.json"
+    chapters = json.loads(path.read_text())["chapters"] if path.exists() else {}
+    metrics = chapters.get(chapter, {}).get("metrics", {}).get(chapter, {})
+    if metric not in metrics:
+        raise KeyError(f"{path} holds no {metric!r} of chapter {chapter!r}; record it with "
+                       f"python -m benchmarks.chapters --profile {profile} --chapters {chapter}")
+    return metrics[metric]

@@ -184,6 +184,25 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tu
     return weights @ v, weights
 
 
+def append_positions(cache: dict[str, Tensor], name: str, new: Tensor) -> None:
+    """Append ``new`` (B, n_heads, n, d_head) to ``cache[name]`` along the positions (dim 2).
+
+    ``cache[name]`` is a view of a buffer (``cache[name + "_buffer"]``) that doubles when full,
+    so a step writes its own keys and values only: ``torch.cat`` would copy all earlier ones at
+    every step, which over 784 pixels cost three times the arithmetic of the step itself."""
+    old = cache.get(name)
+    n_old = 0 if old is None else old.shape[2]
+    n = n_old + new.shape[2]
+    buffer = cache.get(name + "_buffer")
+    if buffer is None or buffer.shape[2] < n or buffer.shape[:2] != new.shape[:2]:
+        grown = new.new_empty(*new.shape[:2], max(2 * n, 64), new.shape[3])
+        if old is not None:
+            grown[:, :, :n_old] = old
+        buffer = cache[name + "_buffer"] = grown
+    buffer[:, :, n_old:n] = new
+    cache[name] = buffer[:, :, :n]
+
+
 def split_heads(x: Tensor, n_heads: int) -> Tensor:
     """(B, L, d_model) -> (B, n_heads, L, d_model / n_heads): each head sees its own slice."""
     b, length, d_model = x.shape
@@ -281,14 +300,14 @@ class TransformerBlock(nn.Module):
     def step(self, x: Tensor, cache: dict[str, Tensor]) -> Tensor:
         """One new position ``x`` (B, 1, d_model) through a pre-norm block, attending to itself
         and to the earlier positions whose keys and values ``cache`` holds (``"k"``, ``"v"``,
-        each (B, n_heads, L, d_head); an empty dict at the start), which it extends: the last row
-        of :meth:`forward` under a causal mask, for one token's work instead of L + 1 tokens'."""
+        each (B, n_heads, L, d_head); an empty dict at the start), which it extends in place
+        (:func:`append_positions`): the last row of :meth:`forward` under a causal mask, for one
+        token's work instead of L + 1 tokens'."""
         if not self.norm_first:
             raise ValueError("the key-value cache is written for pre-norm blocks")
         a, attn = self.norm1(x), self.attn
-        k, v = split_heads(attn.w_k(a), attn.n_heads), split_heads(attn.w_v(a), attn.n_heads)
-        cache["k"] = k if "k" not in cache else torch.cat([cache["k"], k], dim=2)
-        cache["v"] = v if "v" not in cache else torch.cat([cache["v"], v], dim=2)
+        for name, new in (("k", attn.w_k(a)), ("v", attn.w_v(a))):
+            append_positions(cache, name, split_heads(new, attn.n_heads))
         out, _ = attention(split_heads(attn.w_q(a), attn.n_heads), cache["k"], cache["v"])
         x = x + attn.w_o(combine_heads(out))
         return x + self.mlp(self.norm2(x))

@@ -77,6 +77,25 @@ def test_pixelcnn_window_gives_the_same_logits_as_the_whole_image():
         torch.testing.assert_close(cnn.step_logits(x, y, i), full[:, :, row, col])
 
 
+def test_pixelcnn_row_cache_gives_the_same_logits_as_the_whole_image():
+    """Step by step in raster order, each pixel's level set after its logits, as in sampling:
+    the cached rows of features give the logits of the whole (finished) image."""
+    torch.manual_seed(2)
+    cnn = PixelCNN(hidden=8, n_layers=3).double()
+    target, y = _random_images(2, 10, 5), torch.tensor([4, NULL_CLASS])
+    full = cnn(target, y)
+    x, cache = torch.zeros_like(target), {}
+    for i in range(50):
+        row, col = divmod(i, 5)
+        torch.testing.assert_close(cnn.step_logits(x, y, i, cache), full[:, :, row, col])
+        x[:, :, row, col] = target[:, :, row, col]
+    a = sample(cnn, 3, torch.tensor([0, 5, NULL_CLASS]), generator=torch.Generator().manual_seed(5),
+               use_cache=True, shape=(6, 5))
+    b = sample(cnn, 3, torch.tensor([0, 5, NULL_CLASS]), generator=torch.Generator().manual_seed(5),
+               use_cache=False, shape=(6, 5))
+    assert torch.equal(a, b)
+
+
 def test_fused_attention_matches_dgm_sequence_attention():
     torch.manual_seed(0)
     ref = MultiHeadAttention(16, 4).double()

@@ -249,14 +249,16 @@ def test_every_profile_builds_the_chapters_models():
 
 
 def test_block_step_with_a_cache_equals_the_causal_forward_row_by_row():
+    """150 positions: the cache's buffer grows twice (64, then 130, then 300 places)."""
     torch.manual_seed(3)
     block = TransformerBlock(16, 4).eval()
-    x = torch.randn(2, 7, 16)
+    x = torch.randn(2, 150, 16)
     with torch.no_grad():
-        full = block(x, causal_mask(7))
+        full = block(x, causal_mask(150))
         cache: dict = {}
-        rows = torch.cat([block.step(x[:, i:i + 1], cache) for i in range(7)], dim=1)
-    assert cache["k"].shape == (2, 4, 7, 4)
+        rows = torch.cat([block.step(x[:, i:i + 1], cache) for i in range(150)], dim=1)
+    assert cache["k"].shape == cache["v"].shape == (2, 4, 150, 4)
+    assert cache["k_buffer"].shape[2] > 150
     torch.testing.assert_close(rows, full, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="pre-norm"):
         TransformerBlock(16, 4, norm_first=False).step(x[:, :1], {})
