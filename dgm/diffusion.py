@@ -406,27 +406,33 @@ class DiffusionSettings:
 
 SETTINGS = {
     # Seconds on 2 cores: a 33 k-parameter net, T = 50 (the six panels scaled by 50/200) and a
-    # few dozen steps prove the code runs; the samples are still noise. The samplers and the
-    # weight average are the cpu row's, so that smoke runs the same code.
+    # few dozen steps prove the code runs; the samples are still noise. The samplers are the cpu
+    # row's, so that smoke runs the same code.
     "smoke": DiffusionSettings(
         T=50, schedule="linear", beta_1=2e-3, beta_T=0.4,   # 1e-4 and 0.02 scaled by 1000/T
         widths=(8, 16, 16), epochs=1, subset=768, batch=32, lr=2e-3,
         n_samples=16, ddim_steps=10, p_uncond=0.2, guidance_ws=(0.0, 2.0), n_per_class=2,
-        eval_samples=64, eval_sampler="ddim", guidance_sampler="ddim", ema_decay=0.9,
+        eval_samples=64, eval_sampler="ddim", guidance_sampler="ddim",
         threads=1),  # tiny tensors gain nothing from a second thread, and lose a lot on shared cores
     # Minutes of one core (the book runs two chapters at once, one thread each; issue #14): a
     # 0.74 M-parameter U-Net, T = 200 with the betas scaled by 1000/T so that alpha_bar_T matches
-    # Ho et al.'s T = 1000. CPU seconds at one thread (process time, measured on the loaded
-    # 2-core machine): a training step takes about 0.35 s at batch 64 (0.6 to 0.8 s at batch
-    # 128), so 7 epochs of 62 steps cost about 150 s where the former 682 steps at batch 128 cost
-    # about 400 s; one U-Net call on 443 images takes 1.2 s, so the 443 scored samples cost
-    # 250 s by ancestral sampling (200 calls) and 26 s by DDIM (20 calls), and the guided
-    # samples (40 per weight, two calls per step when w > 0) 90 s and 9 s.
+    # Ho et al.'s T = 1000. CPU seconds at one thread (process time, on the loaded 2-core
+    # machine): an isolated training step takes 0.36 s at batch 64 and 0.72 s at batch 128, in
+    # a whole run about 0.4 s at batch 64, so the 7 epochs of 62 steps cost about 175 s where the
+    # former 682 steps at batch 128 cost about 490 s; one U-Net call on 443 images takes 1.2 s,
+    # so the 443 scored samples cost 250 s by ancestral sampling (200 calls) and 21-26 s by DDIM
+    # (20 calls), and the guided samples (40 per weight, two calls per step when w > 0) 90 s
+    # and 9 s. Quality paid for it: 443 DDIM samples (20 steps) of the former network scored
+    # FD 108 and coverage 1.0 (its ancestral samples FD 64), those of 450 steps at batch 64
+    # FD 168 and coverage 0.7; the conditional network of 380 such steps FD 118 and coverage 1.0
+    # at w = 0. No weight average: with ema_decay=0.995 the same 380 conditional steps scored
+    # FD 316 and coverage 0.4 (the average still weighs the untrained first steps by
+    # 0.995^380 = 0.15), 450 unconditional ones FD 299 and coverage 0.5.
     "cpu": DiffusionSettings(
         T=200, schedule="linear", beta_1=5e-4, beta_T=0.1,
         widths=(24, 48, 128), epochs=7, subset=4000, batch=64, lr=2e-3,
         n_samples=64, ddim_steps=20, p_uncond=0.2, guidance_ws=(0.0, 1.0, 3.0), n_per_class=4,
-        eval_samples=443, eval_sampler="ddim", guidance_sampler="ddim", ema_decay=0.995),
+        eval_samples=443, eval_sampler="ddim", guidance_sampler="ddim"),
     # One GPU, under 15 minutes: a 3.7 M-parameter U-Net, Ho et al.'s T = 1000 and schedule,
     # every training image available, capped at 8,000 steps (about 17 epochs of 60,000 images).
     "full": DiffusionSettings(
