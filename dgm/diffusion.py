@@ -28,7 +28,7 @@ from torch import Tensor
 from dgm.config import check_choice
 from dgm.probability import kl_normal
 from dgm.progress import progress_bar
-from dgm.speed import channels_last
+from dgm.speed import adam, channels_last
 from dgm.unet import NULL_CLASS
 
 ScheduleKind = Literal["linear", "cosine"]
@@ -322,16 +322,24 @@ def train_ddpm(eps_model: torch.nn.Module, schedule: Schedule, loader, epochs: i
                lr: float = 2e-3, generator: torch.Generator | None = None,
                conditional: bool = False, p_uncond: float = 0.1,
                device: torch.device | str = "cpu", max_steps: int | None = None,
-               progress: bool = True) -> list[float]:
+               progress: bool = True, ema_decay: float | None = None) -> list[float]:
     """Algorithm {prf:ref}`ddpm-alg-training` with Adam and a cosine learning-rate decay; returns
-    the loss of every step. ``conditional`` feeds the labels (dropped with ``p_uncond``). On the
-    CPU the network's convolution weights are left channels-last (``dgm.speed.channels_last``)."""
+    the loss of every step. ``conditional`` feeds the labels (dropped with ``p_uncond``).
 
+    ``ema_decay`` keeps an exponential moving average of the weights (``torch.optim.swa_utils``),
+    updated after every step, and leaves the model holding the averaged weights at the end; the
+    losses returned are those of the raw weights being trained. On the CPU the optimiser is torch's
+    fused Adam and the convolution weights are left channels-last (``dgm.speed``)."""
+
+    if ema_decay is not None and not 0 < ema_decay < 1:
+        raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {ema_decay}")
     channels_last(eps_model.to(device), device).train()  # 16 % faster U-Net steps on the CPU
     total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
-    opt = torch.optim.Adam(eps_model.parameters(), lr=lr)
+    opt = adam(eps_model.parameters(), device, lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 1),
                                                 pct_start=0.05)
+    ema = None if ema_decay is None else torch.optim.swa_utils.AveragedModel(
+        eps_model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
     losses: list[float] = []
     bar = progress_bar(total=total, enabled=progress, leave=False, desc="train")
     for _ in range(epochs):
@@ -348,10 +356,14 @@ def train_ddpm(eps_model: torch.nn.Module, schedule: Schedule, loader, epochs: i
             torch.nn.utils.clip_grad_norm_(eps_model.parameters(), 1.0)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(eps_model)
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
+    if ema is not None and losses:
+        eps_model.load_state_dict(ema.module.state_dict())
     eps_model.eval()
     return losses
 
@@ -359,6 +371,10 @@ def train_ddpm(eps_model: torch.nn.Module, schedule: Schedule, loader, epochs: i
 # ---------------------------------------------------------------------------------------------
 # Settings per profile, and one call that trains and samples (for the benchmarks)
 # ---------------------------------------------------------------------------------------------
+SamplerKind = Literal["ddpm", "ddim"]
+SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
+
+
 @dataclass(frozen=True)
 class DiffusionSettings:
     T: int                           # diffusion steps
@@ -375,28 +391,48 @@ class DiffusionSettings:
     p_uncond: float                  # CFG: probability of dropping the label while training
     guidance_ws: tuple[float, ...]   # CFG weights w shown in book/score_guidance.md
     n_per_class: int                 # CFG samples per class and weight
-    eval_samples: int = 64           # DDPM samples scored by dgm.evaluate (same N as the VAE chapter)
+    eval_samples: int = 64           # samples scored by dgm.evaluate (same N as the VAE chapter)
+    eval_sampler: SamplerKind = "ddpm"      # sampler of the scored samples (ddim: ddim_steps)
+    guidance_sampler: SamplerKind = "ddpm"  # sampler of the guided samples in score_guidance.md
+    ema_decay: float | None = None   # decay of the weights' moving average (None: raw weights)
     seed: int = 0                    # seed of data order, noise and initialisation
     threads: int | None = None       # torch CPU threads (None: torch's default)
     max_steps: int | None = None     # cap on optimiser steps (None: all epochs)
 
+    def __post_init__(self):
+        check_choice(self.eval_sampler, SAMPLER_KINDS, "eval_sampler")
+        check_choice(self.guidance_sampler, SAMPLER_KINDS, "guidance_sampler")
+
 
 SETTINGS = {
     # Seconds on 2 cores: a 33 k-parameter net, T = 50 (the six panels scaled by 50/200) and a
-    # few dozen steps prove the code runs; the samples are still noise.
+    # few dozen steps prove the code runs; the samples are still noise. The samplers are the cpu
+    # row's, so that smoke runs the same code.
     "smoke": DiffusionSettings(
         T=50, schedule="linear", beta_1=2e-3, beta_T=0.4,   # 1e-4 and 0.02 scaled by 1000/T
         widths=(8, 16, 16), epochs=1, subset=768, batch=32, lr=2e-3,
         n_samples=16, ddim_steps=10, p_uncond=0.2, guidance_ws=(0.0, 2.0), n_per_class=2,
-        eval_samples=64, threads=1),  # tiny tensors gain nothing from a second thread, and lose a lot on shared cores
-    # Minutes on 2 cores: a 0.74 M-parameter U-Net (54 GFLOP per step at batch 128, about
-    # 0.5 s on 2 idle cores), T = 200 with the betas scaled by 1000/T so that alpha_bar_T matches
-    # Ho et al.'s T = 1000, about 700 steps over 4,000 images (6 min): recognisable garments.
+        eval_samples=64, eval_sampler="ddim", guidance_sampler="ddim",
+        threads=1),  # tiny tensors gain nothing from a second thread, and lose a lot on shared cores
+    # Minutes of one core (the book runs two chapters at once, one thread each; issue #14): a
+    # 0.74 M-parameter U-Net, T = 200 with the betas scaled by 1000/T so that alpha_bar_T matches
+    # Ho et al.'s T = 1000. CPU seconds at one thread (process time, on the loaded 2-core
+    # machine): an isolated training step takes 0.36 s at batch 64 and 0.72 s at batch 128, in
+    # a whole run about 0.4 s at batch 64, so the 7 epochs of 62 steps cost about 175 s where the
+    # former 682 steps at batch 128 cost about 490 s; one U-Net call on 443 images takes 1.2 s,
+    # so the 443 scored samples cost 250 s by ancestral sampling (200 calls) and 21-26 s by DDIM
+    # (20 calls), and the guided samples (40 per weight, two calls per step when w > 0) 90 s
+    # and 9 s. Quality paid for it: 443 DDIM samples (20 steps) of the former network scored
+    # FD 108 and coverage 1.0 (its ancestral samples FD 64), those of 450 steps at batch 64
+    # FD 168 and coverage 0.7; the conditional network of 380 such steps FD 118 and coverage 1.0
+    # at w = 0. No weight average: with ema_decay=0.995 the same 380 conditional steps scored
+    # FD 316 and coverage 0.4 (the average still weighs the untrained first steps by
+    # 0.995^380 = 0.15), 450 unconditional ones FD 299 and coverage 0.5.
     "cpu": DiffusionSettings(
         T=200, schedule="linear", beta_1=5e-4, beta_T=0.1,
-        widths=(24, 48, 128), epochs=22, subset=4000, batch=128, lr=2e-3,
+        widths=(24, 48, 128), epochs=7, subset=4000, batch=64, lr=2e-3,
         n_samples=64, ddim_steps=20, p_uncond=0.2, guidance_ws=(0.0, 1.0, 3.0), n_per_class=4,
-        eval_samples=443),
+        eval_samples=443, eval_sampler="ddim", guidance_sampler="ddim"),
     # One GPU, under 15 minutes: a 3.7 M-parameter U-Net, Ho et al.'s T = 1000 and schedule,
     # every training image available, capped at 8,000 steps (about 17 epochs of 60,000 images).
     "full": DiffusionSettings(
@@ -452,7 +488,7 @@ def train_and_sample(cfg: DiffusionSettings | None = None, n_samples: int | None
     start = time.perf_counter()
     losses = train_ddpm(model, schedule, loader, cfg.epochs, lr=cfg.lr, generator=generator,
                         conditional=conditional, p_uncond=cfg.p_uncond, device=device,
-                        max_steps=cfg.max_steps, progress=progress)
+                        max_steps=cfg.max_steps, progress=progress, ema_decay=cfg.ema_decay)
     train_seconds = time.perf_counter() - start
     labels = torch.arange(n, device=device) % 10 if conditional else None
     start = time.perf_counter()

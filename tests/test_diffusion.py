@@ -277,3 +277,61 @@ def test_loss_decreases_on_real_data():
     train_ddpm(net, sch, make_loader(data, batch_size=32, seed=0), epochs=4, lr=3e-3,
                generator=gen(0), max_steps=30, progress=False)
     assert eval_loss() < 0.8 * before
+
+
+class _Recorder(torch.nn.Module):
+    """A tiny noise predictor that keeps a copy of its weights at every training forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = UNet((8, 16, 16))
+        self.seen = []
+
+    def forward(self, xt, t, y=None):
+        if self.training:
+            self.seen.append([p.detach().clone() for p in self.parameters()])
+        return self.net(xt, t, y)
+
+
+def test_ema_weights_follow_the_moving_average_of_the_trained_weights():
+    """train_ddpm(ema_decay=d) leaves e_k = d e_{k-1} + (1 - d) w_k (e_1 = w_1) in the model,
+    where w_k are the raw weights after step k; the raw trajectory is that of a run without it
+    (same seeds), whose forward passes show w_1 .. w_{n-1} and whose end state is w_n."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    sch = linear_schedule(50, 2e-3, 0.4)
+    x = torch.randn(48, 1, 28, 28, generator=gen(3)).clamp(-1, 1)
+    loader = DataLoader(TensorDataset(x, torch.zeros(48, dtype=torch.long)), batch_size=16)
+    torch.manual_seed(0)
+    raw = _Recorder()
+    start = [p.detach().clone() for p in raw.parameters()]
+    train_ddpm(raw, sch, loader, epochs=2, lr=1e-2, generator=gen(0), progress=False)
+    weights = raw.seen[1:] + [[p.detach() for p in raw.parameters()]]   # w_1 .. w_6
+    assert len(weights) == 6 and not torch.equal(weights[0][0], weights[-1][0])
+
+    torch.manual_seed(0)
+    averaged = _Recorder()
+    assert all(torch.equal(a, b) for a, b in zip(start, averaged.parameters()))
+    decay = 0.7
+    train_ddpm(averaged, sch, loader, epochs=2, lr=1e-2, generator=gen(0), progress=False,
+               ema_decay=decay)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(raw.seen, averaged.seen))  # same raw path
+    expected = weights[0]
+    for w in weights[1:]:
+        expected = [decay * e + (1 - decay) * wk for e, wk in zip(expected, w)]
+    for e, p in zip(expected, averaged.parameters()):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5])
+def test_ema_decay_outside_the_open_unit_interval_raises(decay):
+    with pytest.raises(ValueError, match="ema_decay"):
+        train_ddpm(UNet((8, 16, 16)), linear_schedule(10), [], epochs=1, ema_decay=decay)
+
+
+def test_settings_reject_an_unknown_sampler():
+    from dataclasses import replace
+
+    from dgm.diffusion import SETTINGS
+    with pytest.raises(ValueError, match="eval_sampler"):
+        replace(SETTINGS["smoke"], eval_sampler="euler")
