@@ -19,7 +19,7 @@ NOTES = {
             "numbers are the same bound on the discrete likelihood, in bits per dimension of 8-bit data.",
     "vae": "Both: batch 128, Bernoulli likelihood on grey levels, one z per test image. Ours: the "
            "chapter's cpu recipe (width 8, per-pixel decoder bias started at the mean image, fused "
-           "Adam 2e-3; runs before 2026-11-25 had width 32, no pixel bias, Adam 1e-3); the peer: Adam 1e-3.",
+           "Adam 2e-3); the peer: the PyTorch example's Adam 1e-3.",
     "simclr": "The peer is lightly's recipe (SimCLRTransform on PIL images without blur, "
               "SimCLRProjectionHead, NTXentLoss, SGD 0.06) on the course's small backbone: a "
               "ResNet-18 gets only a handful of steps in this budget. Probe: dgm.contrastive.linear_probe.",
