@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from dgm.data import load_dataset
 from dgm.probability import kl_std_normal
 from dgm.vae import (
+    SETTINGS,
     ConvVAE,
     bernoulli_nll,
     gaussian_nll,
@@ -192,3 +193,24 @@ def test_negative_elbo_is_recon_plus_kl_of_one_sample():
         terms = vae_loss(x, logits, mu, logvar)
     assert result.total == pytest.approx(terms.total.item(), rel=1e-5)
     assert result.total == pytest.approx(result.recon + result.kl, rel=1e-6)  # float32 sums
+
+
+def test_init_pixel_bias_makes_an_untrained_decoder_output_the_mean_image():
+    """After init_pixel_bias(images), sigmoid(logits) = mean image + the network's own output,
+    which is zero when the last layer's weights are zero; pixels are clamped away from 0 and 1."""
+    torch.manual_seed(0)
+    images = torch.rand(50, 1, 28, 28)
+    images[:, :, 0, 0] = 0.0  # a pixel black in every image: its logit is clamped, not -inf
+    model = ConvVAE.from_settings(SETTINGS["smoke"], images)
+    with torch.no_grad():
+        model.decoder.net[-1].weight.zero_()
+        probs = torch.sigmoid(model.decode(torch.randn(4, SETTINGS["smoke"].latent_dim)))
+    expected = images.mean(0).clamp(1e-3, 1 - 1e-3).expand(4, 1, 28, 28)
+    assert torch.allclose(probs, expected, atol=1e-6)
+    assert torch.isfinite(model.decoder.pixel_bias).all()
+
+
+def test_init_pixel_bias_rejects_images_of_the_wrong_shape():
+    decoder = ConvVAE(latent_dim=4, width=4, hidden=16).decoder
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        decoder.init_pixel_bias(torch.rand(5, 28, 28))
