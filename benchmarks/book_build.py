@@ -11,12 +11,14 @@ build of the foundation chapters under 2 minutes and a no-change rebuild under 5
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import write
+from benchmarks.chapters import LIMITS_MINUTES
+from benchmarks.common import RESULTS, write
 from dgm.build import build_book
 from dgm.config import PROFILES, get_profile
 
@@ -27,15 +29,45 @@ def chapter_times(log: str) -> dict[str, float]:
     return {Path(m["doc"]).stem: float(m["sec"]) for m in EXECUTED.finditer(log)}
 
 
+def record_chapters(profile: str, result, metrics_dir: Path) -> None:
+    """Merge the side-by-side chapter runs of ``result`` into chapters_<profile>.json."""
+    path = RESULTS / f"chapters_{profile}.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    chapters = data.get("chapters", {})
+    for run in result.executed:
+        if run.error is not None:
+            continue
+        folder = metrics_dir / run.name
+        chapters[run.name] = {
+            "seconds": round(run.seconds, 1),
+            "under_target": run.seconds < 60 * LIMITS_MINUTES[profile],
+            "metrics": {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))},
+            "note": f"timed in a whole book build, {result.jobs} chapters at a time, one math "
+                    "thread each (python -m benchmarks.book_build --record-chapters)",
+        }
+    write(f"chapters_{profile}", {"profile": profile, "target_minutes": LIMITS_MINUTES[profile],
+                                  "command": f"python -m benchmarks.book_build --profile {profile} "
+                                             "--record-chapters",
+                                  "chapters": chapters})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=PROFILES, default="smoke")
     parser.add_argument("--jobs", type=int, default=None, help="chapters executed at once")
+    parser.add_argument("--record-chapters", action="store_true",
+                        help="also write each chapter's time and figures into chapters_<profile>.json "
+                             "(the estimates make book prints, and the records chapters quote)")
     args = parser.parse_args()
     profile = get_profile(args.profile)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dgm-bench-") as tmp:
+        metrics_dir = Path(tmp) / "metrics"  # each chapter run side by side records here
+        os.environ["DGM_METRICS_DIR"] = str(metrics_dir)
         clean = build_book(profile, Path(tmp), echo=False, jobs=args.jobs)
+        del os.environ["DGM_METRICS_DIR"]
+        if args.record_chapters:
+            record_chapters(profile, clean, metrics_dir)
         if clean.returncode != 0:
             raise SystemExit("clean build failed:\n" + clean.log[-3000:])
         load_after = os.getloadavg()[0]

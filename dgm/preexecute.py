@@ -88,6 +88,8 @@ def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], job
         nb = read_chapter(path, root)
         cells = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
         kernel_env = dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, **{CHAPTER_VAR: name})
+        if env.get("DGM_METRICS_DIR"):  # a benchmark collects what each chapter records
+            kernel_env["DGM_METRICS_DIR"] = str(Path(env["DGM_METRICS_DIR"]) / name)
         event("chapter", name=name, cells=cells, chapter=name)
         start, error = time.perf_counter(), None
         # As myst-nb runs it: the notebook's own kernel and timeout, no timings in the cells'

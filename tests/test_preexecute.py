@@ -18,7 +18,8 @@ from tests.test_build_progress import _write_chapter
 @pytest.fixture()
 def project(tmp_path):
     (tmp_path / "_config.yml").write_text((ROOT / "_config.yml").read_text())
-    _write_chapter(tmp_path, "good", "import os\nprint(os.environ['OMP_NUM_THREADS'], 6 * 7)")
+    _write_chapter(tmp_path, "good", "import os\nprint(os.environ['OMP_NUM_THREADS'], 6 * 7, "
+                   "os.path.basename(os.environ['DGM_METRICS_DIR']))")
     _write_chapter(tmp_path, "other", "print('other')")
     _write_chapter(tmp_path, "bad", "raise ValueError('broken on purpose')")
     return tmp_path
@@ -29,7 +30,7 @@ def test_side_by_side_chapters_land_in_the_cache_as_myst_nb_reads_them(project, 
 
     log = tmp_path / "events.jsonl"
     env = dict(os.environ, IPYTHONDIR=str(kernel_ipython_dir(tmp_path / "ipython")),
-               **{LOG_VAR: str(log)})
+               DGM_METRICS_DIR=str(tmp_path / "metrics"), **{LOG_VAR: str(log)})
     runs = execute_chapters(["good", "other", "bad"], project / "cache", env, jobs=2,
                             root=project)
     by_name = {r.name: r for r in runs}
@@ -44,7 +45,8 @@ def test_side_by_side_chapters_land_in_the_cache_as_myst_nb_reads_them(project, 
     _, merged = cache.merge_match_into_notebook(read_chapter(project / "book" / "good.md", project))
     text = "".join(o.get("text", "") for c in merged.cells if c.cell_type == "code" for o in c.outputs)
     cores = len(os.sched_getaffinity(0))
-    assert text.strip() == f"{max(1, cores // 2)} 42"  # the cores are shared out between the jobs
+    # the cores are shared out between the jobs; each chapter records into its own folder
+    assert text.strip() == f"{max(1, cores // 2)} 42 good"
     events = [json.loads(line) for line in log.read_text().splitlines()]
     cells = [e for e in events if e["event"] in ("cell_start", "cell_end")]
     assert cells and all(e.get("chapter") in ("good", "other", "bad") for e in cells)
