@@ -386,15 +386,17 @@ SETTINGS = {
         widths=(8, 16, 16), train_steps=6, subset=256, batch=32, lr=2e-3, nfe=(1, 4), ddpm_nfe=(1, 4), eval_samples=32,
         reflow_pairs=32, reflow_pair_nfe=4, reflow_steps=2, reflow_lr=5e-4,
         toy_steps=60, toy_hidden=32, threads=1),
-    # One thread, about 4 CPU-minutes (the book runs two chapters at once, one thread each): a
-    # 0.23 M-parameter U-Net, narrower than the diffusion chapter's 0.74 M (a training step at
-    # batch 64 costs about 0.2 CPU-s instead of 0.45), trained twice (flow matching and DDPM)
-    # for the same 400 steps (about 85 CPU-s each). At 50 ODE evaluations and 192 samples the
-    # sampler curve cost about a fifth of the chapter; it now stops at 25 for the ODE samplers
-    # (they changed little beyond) and 100 for DDPM's stochastic sampler, with 128 samples per
-    # point, which widens the Frechet distance's spread but keeps it below the gaps between
-    # the samplers. Flow-matching samples are noisy but recognisable garments (FD 131 at
-    # 25 Euler steps, N = 128; the 0.74 M U-Net after 320 steps of 128 scored 93 at N = 192).
+    # One thread (the book runs two chapters at once, one thread each): the chapter measured
+    # 296 kernel CPU-s at load 15 (CPU time is inflated by such load), against about 930 (per-stage
+    # timings at load 5, benchmarks/flow_matching_stages.py) with
+    # the earlier row (the diffusion chapter's 0.74 M-parameter U-Net, 320 steps of 128, ODE
+    # samplers to 50 evaluations, 192 samples per point, 768 reflow pairs). Now a 0.23 M U-Net
+    # (a step of 64 costs about 0.2 CPU-s, against 0.45 for the 0.74 M one) is trained twice,
+    # flow matching and DDPM, for the same 400 steps (about half the chapter); the ODE samplers
+    # stop at 25 evaluations (they changed little beyond), DDPM's stochastic sampler at 100,
+    # with 128 samples per point (the same N for every point). Samples stay recognisable,
+    # noisier than before: FD 146 for Euler at 25 evaluations and 193 for DDPM at 100 (N = 128;
+    # the earlier row scored 93 and 133 at N = 192, and FD falls with N).
     "cpu": FlowMatchingSettings(
         widths=(16, 32, 64), train_steps=400, subset=4000, batch=64, lr=2e-3, nfe=(1, 2, 4, 10, 25),
         ddpm_nfe=(1, 2, 4, 10, 25, 100), eval_samples=128, reflow_pairs=512, reflow_pair_nfe=20,
