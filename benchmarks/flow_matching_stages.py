@@ -78,7 +78,7 @@ def measure(cfg: fm.FlowMatchingSettings, dcfg, threads: int, repeats: int) -> d
     torch.set_num_threads(threads)
     train = load_dataset("fashion_mnist", split="train", scale="pm1", subset=cfg.subset, seed=cfg.seed)
     loader = make_loader(train, batch_size=cfg.batch, seed=cfg.seed, drop_last=True)
-    model = fm.VelocityUNet(dcfg.widths)
+    model = fm.VelocityUNet(cfg.widths)
     steps = 3
 
     def train_steps():

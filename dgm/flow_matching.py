@@ -362,6 +362,7 @@ def _on(generator: torch.Generator | None, x: Tensor) -> torch.Generator | None:
 class FlowMatchingSettings:
     """Sizes of the flow-matching chapter's experiments for one profile."""
 
+    widths: tuple[int, int, int]     # the U-Net's channels, the same for flow matching and DDPM
     train_steps: int                 # optimiser steps, the same for flow matching and DDPM (equal time)
     subset: int                      # training images
     batch: int                       # batch size
@@ -382,22 +383,27 @@ class FlowMatchingSettings:
 SETTINGS = {
     # Seconds on 2 cores: a tiny U-Net (the diffusion chapter's smoke widths), a few steps.
     "smoke": FlowMatchingSettings(
-        train_steps=6, subset=256, batch=32, lr=2e-3, nfe=(1, 4), ddpm_nfe=(1, 4), eval_samples=32,
+        widths=(8, 16, 16), train_steps=6, subset=256, batch=32, lr=2e-3, nfe=(1, 4), ddpm_nfe=(1, 4), eval_samples=32,
         reflow_pairs=32, reflow_pair_nfe=4, reflow_steps=2, reflow_lr=5e-4,
         toy_steps=60, toy_hidden=32, threads=1),
-    # Minutes on 2 cores: the diffusion chapter's 0.74 M-parameter U-Net, trained twice (flow
-    # matching and DDPM) for the same number of steps at the same cost per step. Training is two
-    # thirds of the chapter's time, the sampler curve a quarter (benchmarks/flow_matching_stages.py,
-    # issue #17): the ODE samplers stop at 50 evaluations (they change little beyond 25), only
-    # DDPM's stochastic sampler, which needs many steps, goes to 100; 192 samples per point keep
-    # the Frechet distance's spread (about 5) well below the gaps between the samplers.
+    # One thread (the book runs two chapters at once, one thread each): the chapter measured
+    # 296 kernel CPU-s at load 15 (CPU time is inflated by such load), against about 930 (per-stage
+    # timings at load 5, benchmarks/flow_matching_stages.py) with
+    # the earlier row (the diffusion chapter's 0.74 M-parameter U-Net, 320 steps of 128, ODE
+    # samplers to 50 evaluations, 192 samples per point, 768 reflow pairs). Now a 0.23 M U-Net
+    # (a step of 64 costs about 0.2 CPU-s, against 0.45 for the 0.74 M one) is trained twice,
+    # flow matching and DDPM, for the same 400 steps (about half the chapter); the ODE samplers
+    # stop at 25 evaluations (they changed little beyond), DDPM's stochastic sampler at 100,
+    # with 128 samples per point (the same N for every point). Samples stay recognisable,
+    # noisier than before: FD 146 for Euler at 25 evaluations and 193 for DDPM at 100 (N = 128;
+    # the earlier row scored 93 and 133 at N = 192, and FD falls with N).
     "cpu": FlowMatchingSettings(
-        train_steps=320, subset=4000, batch=128, lr=2e-3, nfe=(1, 2, 4, 10, 25, 50),
-        ddpm_nfe=(1, 2, 4, 10, 25, 100), eval_samples=192, reflow_pairs=768, reflow_pair_nfe=20,
+        widths=(16, 32, 64), train_steps=400, subset=4000, batch=64, lr=2e-3, nfe=(1, 2, 4, 10, 25),
+        ddpm_nfe=(1, 2, 4, 10, 25, 100), eval_samples=128, reflow_pairs=512, reflow_pair_nfe=20,
         reflow_steps=100, reflow_lr=5e-4, toy_steps=1500, toy_hidden=128),
     # One GPU: the diffusion chapter's full U-Net and step budget.
     "full": FlowMatchingSettings(
-        train_steps=8000, subset=60000, batch=128, lr=1e-3, nfe=(1, 2, 4, 10, 25, 50, 100),
+        widths=(64, 128, 256), train_steps=8000, subset=60000, batch=128, lr=1e-3, nfe=(1, 2, 4, 10, 25, 50, 100),
         ddpm_nfe=(1, 2, 4, 10, 25, 50, 100), eval_samples=2000, reflow_pairs=20000, reflow_pair_nfe=100,
         reflow_steps=3000, reflow_lr=2e-4, toy_steps=5000, toy_hidden=256),
 }
