@@ -165,6 +165,14 @@ def _denied_message(package: str, module: str) -> str:
     return f"{package}.{module} is the grader's own code; a graded notebook may import {allowed}."
 
 
+@functools.lru_cache(maxsize=1)
+def denied_messages() -> frozenset[str]:
+    """Every message a denied module raises: a fixed, finite set, so the feedback may show one of
+    them even after a hidden check (it can carry nothing the student's code chose, beyond which)."""
+    return frozenset(_denied_message(folder.name, source.stem) for folder in package_dirs()
+                     for source in folder.glob("*.py") if source.stem not in KERNEL_MODULES[folder.name])
+
+
 def write_kernel_packages(dest: Path) -> Path:
     """Write into ``dest`` (new or empty) the copy of the course packages a grading kernel sees:
     the modules of :data:`KERNEL_MODULES` as they are, and in place of every other module of

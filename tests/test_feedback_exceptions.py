@@ -76,6 +76,20 @@ def test_an_own_cell_after_a_hidden_check_shows_only_its_type():
     assert "LEAK" not in text and "0.5, -1.0" not in text and "_inputs" not in text
 
 
+def test_after_a_hidden_check_only_the_graders_own_import_refusal_is_shown_in_full():
+    from autograder.sandbox import denied_messages
+
+    refusal = sorted(denied_messages())[0]
+    forged = refusal.replace("cannot", "LEAK 0.5 cannot")
+    items = _scored({"toy-alpha-bar": CellRecord("toy-alpha-bar", "failed", ename="ImportError",
+                                                 evalue=refusal)})
+    assert refusal in " ".join(items["alpha_bar"].messages)
+    items = _scored({"toy-alpha-bar": CellRecord("toy-alpha-bar", "failed", ename="ImportError",
+                                                 evalue=forged)})
+    text = " ".join(items["alpha_bar"].messages)
+    assert "raised ImportError" in text and "LEAK" not in text and "cannot be imported" not in text
+
+
 def test_an_own_cell_before_any_hidden_check_keeps_its_message():
     items = _scored({"toy-kl": CellRecord("toy-kl", "failed", ename="KeyError", evalue="'beta needs a key'")})
     assert "raised KeyError: 'beta needs a key'" in " ".join(items["kl"].messages)
