@@ -55,6 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=PROFILES, default="smoke")
     parser.add_argument("--jobs", type=int, default=None, help="chapters executed at once")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="build into this new folder and keep it (default: a temporary one)")
     parser.add_argument("--record-chapters", action="store_true",
                         help="also write each chapter's time and figures into chapters_<profile>.json "
                              "(the estimates make book prints, and the records chapters quote)")
@@ -62,6 +64,10 @@ def main() -> None:
     profile = get_profile(args.profile)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dgm-bench-") as tmp:
+        if args.keep is not None:  # a fresh folder that outlives the run, to look at the pages
+            if args.keep.exists() and any(args.keep.iterdir()):
+                parser.error(f"--keep {args.keep}: the folder is not empty; give a new one")
+            tmp = str(args.keep.resolve())
         metrics_dir = Path(tmp) / "metrics"  # each chapter run side by side records here
         os.environ["DGM_METRICS_DIR"] = str(metrics_dir)
         clean = build_book(profile, Path(tmp), echo=False, jobs=args.jobs)
