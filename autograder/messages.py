@@ -89,11 +89,17 @@ FIGURES = 2
 def figures(x) -> str:
     """``x`` with at most two significant figures, as a student's feedback may show a number the
     student's code returned or the grader measured from it: ``1105.243`` is ``1100``, ``0.012345``
-    is ``0.012``, ``-3.2e-07`` stays so; nan and infinities as Python writes them."""
+    is ``0.012``, ``-3.2e-07`` stays so; nan and infinities as Python writes them. Magnitudes
+    beyond 1e-12 and 1e+12 are named by that bound (``-1.2e-200`` is ``a negative number smaller
+    than 1.0e-12 in size``): a free exponent is 9 bits a student's code could choose, this one 5."""
     x = float(x)
     if not math.isfinite(x) or x == 0:
         return repr(x) if not math.isfinite(x) else "0"
     exp = math.floor(math.log10(abs(float(f"{x:.{FIGURES - 1}e}"))))
+    if exp < -12:
+        return f"a {'negative' if x < 0 else 'positive'} number smaller than 1.0e-12 in size"
+    if exp >= 12:
+        return f"a {'negative' if x < 0 else 'positive'} number larger than 1.0e+12 in size"
     if not -4 <= exp < 6:
         return f"{x:.{FIGURES - 1}e}"
     decimals = FIGURES - 1 - exp

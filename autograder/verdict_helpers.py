@@ -34,9 +34,12 @@ import torch
 from autograder.messages import figures as num
 from dgm.homework import WeightsError, mlp_forward, mlp_layers
 
-#: A shape a message echoes has at most this many dimensions, each smaller than SMALL_DIM: a shape
-#: is what the student needs to see, but its numbers are chosen by the student's code too.
-MAX_DIMS, SMALL_DIM = 6, 100_000
+#: A shape a message echoes has at most MAX_DIMS dimensions, each smaller than SMALL_DIM, and
+#: between 1 and MAX_ELEMENTS elements: a shape is what the student needs to see, but its numbers
+#: are chosen by the student's code too, and an empty tensor costs nothing however large its other
+#: sizes (red team round 3 read three 16-bit sizes out of one message). The product bound keeps
+#: what one echoed shape can carry to about 35 bits.
+MAX_DIMS, SMALL_DIM, MAX_ELEMENTS = 6, 100_000, 2 ** 24
 
 
 def _kind(v) -> str:
@@ -58,7 +61,10 @@ def shape_of(v):
 
     if isinstance(v, (torch.Tensor, np.ndarray)):
         shape = tuple(int(n) for n in v.shape)
-        if len(shape) <= MAX_DIMS and all(n < SMALL_DIM for n in shape):
+        if 0 in shape:
+            return f"an empty {_kind(v)[2:].lstrip()} with {len(shape)} dimensions"
+        if (len(shape) <= MAX_DIMS and all(n < SMALL_DIM for n in shape)
+                and math.prod(shape) <= MAX_ELEMENTS):
             return shape
         return f"{_kind(v)} with {len(shape)} dimensions"
     return _kind(v)

@@ -92,3 +92,17 @@ def test_contrastive_upstream_is_right_only_for_nt_xent():
     with_self = math.log(math.exp(2) + 6 + math.exp(2)) - 2  # k = i left in the denominator
     assert not contrastive_upstream_ok([with_self, loop_nt_xent(a, b, 0.5)], a, b)
     assert not contrastive_upstream_ok("nt_xent raised TypeError", a, b)
+
+
+def test_echoed_numbers_and_shapes_carry_few_bits_whatever_the_student_returns():
+    """Red team round 3: exponents (1e-200) and the sizes of empty tensors were echoed exactly."""
+    from autograder.messages import figures
+    from autograder.verdict_helpers import shape_of
+
+    assert figures(-1.2e-200) == figures(-3.3e-13) == "a negative number smaller than 1.0e-12 in size"
+    assert figures(4.1e200) == figures(2.2e13) == "a positive number larger than 1.0e+12 in size"
+    assert figures(-3.2e-7) == "-3.2e-07" and figures(2.2e6) == "2.2e+06"
+    assert figures(1105.243) == "1100" and figures(0.012345) == "0.012"
+    assert shape_of(torch.zeros(0, 65537, 3)) == "an empty tensor with 3 dimensions"
+    assert shape_of(torch.zeros(4096, 4097, 2)) == "a tensor with 3 dimensions"  # over 2**24 elements
+    assert shape_of(torch.zeros(100, 1, 28, 28)) == (100, 1, 28, 28)
