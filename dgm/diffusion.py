@@ -196,16 +196,25 @@ SigmaChoice = Literal["beta", "beta_tilde"]
 @torch.no_grad()
 def p_sample(eps_model: EpsModel, schedule: Schedule, xt: Tensor, t: int,
              generator: torch.Generator | None = None, y: Tensor | None = None, w: float = 0.0,
-             sigma2: SigmaChoice = "beta") -> Tensor:
+             sigma2: SigmaChoice = "beta", clip_x0: bool = True) -> Tensor:
     """One ancestral step x_{t-1} ~ p_theta(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I) (Algorithm
     {prf:ref}`ddpm-alg-sampling`, line 4), with z = 0 at the last step (code ``t == 0``).
 
     ``sigma2``: ``"beta"`` (sigma_t^2 = beta_t) or ``"beta_tilde"``, the two choices of Ho et al.
+    ``clip_x0``: mu_theta is the posterior mean q(x_{t-1} | x_t, x0_hat) of eq.
+    {eq}`ddpm-posterior-mean` at the guess x0_hat clipped to the data range [-1, 1], as in Ho et
+    al.'s code and :func:`sample_ddim`; without the clip it equals eq. {eq}`ddpm-eps-mean`
+    (``clip_x0=False``, the plain Algorithm). An under-trained network's unclipped guesses
+    send whole chains to flat white or black squares (the diffusion chapter's cpu build, issue #14).
     """
     check_choice(sigma2, get_args(SigmaChoice), "sigma2")
     t_batch = torch.full((xt.shape[0],), t, dtype=torch.long, device=xt.device)
     eps = _predict_eps(eps_model, xt, t_batch, y, w)
-    mean = p_mean_from_eps(schedule, xt, t_batch, eps)
+    if clip_x0:
+        x0_hat = predict_x0_from_eps(schedule, xt, t_batch, eps).clamp(-1, 1)
+        mean = q_posterior(schedule, x0_hat, xt, t_batch)[0]
+    else:
+        mean = p_mean_from_eps(schedule, xt, t_batch, eps)
     if t == 0:
         return mean
     variance = extract(schedule.beta if sigma2 == "beta" else schedule.beta_tilde, t, xt)
@@ -224,9 +233,9 @@ def sample_ddpm(eps_model: EpsModel, schedule: Schedule, shape: Sequence[int],
                 generator: torch.Generator | None = None,
                 return_trajectory_at: Iterable[int] | None = None, y: Tensor | None = None,
                 w: float = 0.0, xT: Tensor | None = None, device: torch.device | str = "cpu",
-                sigma2: SigmaChoice = "beta", progress: bool = False):
+                sigma2: SigmaChoice = "beta", progress: bool = False, clip_x0: bool = True):
     """Ancestral sampling, Algorithm {prf:ref}`ddpm-alg-sampling`: x_T ~ N(0, I), then T reverse
-    steps. Returns x_0 ``shape``; with ``return_trajectory_at`` (math times in 0..T), returns
+    steps (each :func:`p_sample`, which clips its guess of x_0 unless ``clip_x0=False``). Returns x_0 ``shape``; with ``return_trajectory_at`` (math times in 0..T), returns
     ``(x_0, {t: x_t})`` with the states at those times (``T`` is the starting noise, ``0`` the sample).
     """
 
@@ -237,7 +246,7 @@ def sample_ddpm(eps_model: EpsModel, schedule: Schedule, shape: Sequence[int],
     x = _start_noise(shape, generator, device, xT)
     trajectory = {schedule.T: x.cpu()} if schedule.T in keep else {}
     for t in progress_bar(range(schedule.T - 1, -1, -1), enabled=progress, leave=False, desc="DDPM"):
-        x = p_sample(eps_model, schedule, x, t, generator, y=y, w=w, sigma2=sigma2)
+        x = p_sample(eps_model, schedule, x, t, generator, y=y, w=w, sigma2=sigma2, clip_x0=clip_x0)
         if t in keep:  # after the step from code index t, x is math x_t
             trajectory[t] = x.cpu()
     return (x, trajectory) if return_trajectory_at is not None else x

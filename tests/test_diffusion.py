@@ -157,10 +157,16 @@ def test_ddim_with_all_steps_and_eta_one_is_ancestral_with_beta_tilde(schedule):
     """eta = 1 on every step has sigma^2 = beta_tilde: same noise draws give the DDPM update."""
     xT = torch.randn(2, 1, 4, 4, generator=gen(12), dtype=DT)
     a = sample_ddim(_toy_eps_model, schedule, xT.shape, steps=schedule.T, eta=1.0, xT=xT,
-                    generator=gen(13), clip_x0=False)  # DDPM does not clip x0_hat
-    b = sample_ddpm(_toy_eps_model, schedule, xT.shape, gen(13), xT=xT, sigma2="beta_tilde")
+                    generator=gen(13), clip_x0=False)
+    b = sample_ddpm(_toy_eps_model, schedule, xT.shape, gen(13), xT=xT, sigma2="beta_tilde",
+                    clip_x0=False)
     # the random draws are consumed in the same order by both samplers
     assert torch.allclose(a.double(), b.double(), atol=1e-6)
+    # and both clip x0_hat the same way
+    a = sample_ddim(_toy_eps_model, schedule, xT.shape, steps=schedule.T, eta=1.0, xT=xT * 4,
+                    generator=gen(13))
+    b = sample_ddpm(_toy_eps_model, schedule, xT.shape, gen(13), xT=xT * 4, sigma2="beta_tilde")
+    assert torch.allclose(a.double(), b.double(), atol=1e-5)
 
 
 def _gaussian_eps_model(schedule, m, s):
@@ -335,3 +341,25 @@ def test_settings_reject_an_unknown_sampler():
     from dgm.diffusion import SETTINGS
     with pytest.raises(ValueError, match="eval_sampler"):
         replace(SETTINGS["smoke"], eval_sampler="euler")
+
+
+def test_p_sample_clips_its_guess_of_x0_and_is_the_plain_step_when_the_guess_is_in_range():
+    """The clipped step is q(x_{t-1} | x_t, clip(x0_hat)); inside [-1, 1] it is eq. ddpm-eps-mean."""
+    from dgm.diffusion import p_sample
+
+    schedule = make_schedule("linear", 50)
+    xt = torch.randn(3, 1, 4, 4, generator=gen(3)) * 3
+    t = 40
+    z = lambda: gen(5)  # noqa: E731 - the same noise for every call
+    clipped = p_sample(_toy_eps_model, schedule, xt, t, z(), clip_x0=True)
+    plain = p_sample(_toy_eps_model, schedule, xt, t, z(), clip_x0=False)
+    t_batch = torch.full((3,), t)
+    eps = _toy_eps_model(xt, t_batch)
+    x0 = predict_x0_from_eps(schedule, xt, t_batch, eps)
+    noise = clipped - q_posterior(schedule, x0.clamp(-1, 1), xt, t_batch)[0]
+    assert torch.allclose(plain - p_mean_from_eps(schedule, xt, t_batch, eps), noise, atol=1e-5)
+    assert (x0.abs() > 1).any()  # the clip was active, so the two steps differ
+    assert not torch.allclose(clipped, plain)
+    inside = xt.clamp(-0.2, 0.2) * 0.01  # x0_hat inside the range: the clip changes nothing
+    assert torch.allclose(p_sample(_toy_eps_model, schedule, inside, t, z(), clip_x0=True),
+                          p_sample(_toy_eps_model, schedule, inside, t, z(), clip_x0=False), atol=1e-5)
