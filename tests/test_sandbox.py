@@ -219,7 +219,13 @@ def test_a_kernel_reads_no_git_no_other_clone_no_earlier_batch(attacked):
 @needs_bwrap
 def test_a_kernel_sees_nothing_of_the_graders_environment(attacked):
     out, _ = attacked
-    assert "leak: nothing" in (out / "hostile" / "results.json").read_text()
+    # The probe's verdict is in the instructors' executed copy; its cell ran after a hidden check,
+    # so the student's own results name only the exception's type.
+    nb = nbformat.read(str(out / "hostile" / "executed.ipynb"), as_version=4)
+    probe = "\n".join(o.get("evalue", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "leak: nothing" in probe, probe[-2000:]
+    assert "leak:" not in (out / "hostile" / "results.json").read_text()
     for path in out.rglob("*"):
         if path.is_file():
             assert SECRET not in path.read_text(errors="replace"), path

@@ -34,4 +34,4 @@ def test_expect_raises_its_message():
 def test_scalar_and_shape_of():
     assert scalar(torch.tensor(2.5)) == 2.5 and scalar(torch.tensor([3])) == 3.0 and scalar(4) == 4.0
     assert scalar(torch.zeros(2)) is None and scalar(True) is None and scalar("1") is None
-    assert shape_of(torch.zeros(2, 3)) == (2, 3) and shape_of([1]) == "list"
+    assert shape_of(torch.zeros(2, 3)) == (2, 3) and shape_of([1]) == "a list"
