@@ -57,8 +57,13 @@ def default_jobs(chapters: int) -> int:
                              "once, at least 1 (1 executes them one after the other)")
         jobs = int(wanted)
     else:
-        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        jobs = cores()
     return max(1, min(jobs, chapters))
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], jobs: int,
@@ -72,8 +77,7 @@ def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], job
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = str(max(1, cores // jobs))
+    threads = str(max(1, cores() // jobs))
     estimates = estimates or {}
     order = sorted(names, key=lambda n: -estimates.get(n, 0.0))  # longest first: the shortest finish
     lock, runs = threading.Lock(), []
@@ -85,7 +89,12 @@ def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], job
 
     def one(name: str) -> None:
         path = root / "book" / f"{name}.md"
-        nb = read_chapter(path, root)
+        try:
+            nb = read_chapter(path, root)
+        except Exception as exc:  # noqa: BLE001 - myst-nb meets it too and reports it
+            with lock:
+                runs.append(ChapterRun(name, 0.0, f"unreadable: {type(exc).__name__}: {exc}"))
+            return
         cells = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
         kernel_env = dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, **{CHAPTER_VAR: name})
         if env.get("DGM_METRICS_DIR"):  # a benchmark collects what each chapter records
