@@ -195,22 +195,23 @@ def describe_cell(rec, what: str, timeout: float, secret: list[str],
     if ename == "AssertionError":
         return f"{what} failed: {evalue}" if evalue else f"{what} failed (no message)."
     if ename == "NameError":
-        return (f"{what} raised NameError: {evalue}. Did the cell that defines it run without "
-                "errors, and does it keep the name the notebook asks for?")
+        return f"{what} raised NameError: {evalue}. {NAME_HINT}"
     return f"{what} raised {ename}: {evalue}"
 
 
+NAME_HINT = ("Did the cell that defines it run without errors, and does it keep the name the "
+             "notebook asks for?")
+
+
 def hidden_exception(what: str, ename: str) -> str:
-    hint = (" Did the cell that defines it run without errors, and does it keep the name the "
-            "notebook asks for?" if ename == "NameError" else "")
+    hint = f" {NAME_HINT}" if ename == "NameError" else ""
     return (f"{what}: your code raised {ename} when the check called it.{hint} The message is "
             "not shown, since it could carry the check's hidden inputs: call your code on "
             "inputs of your own (the self-check's, say) to see it.")
 
 
 def own_exception_after_hidden(what: str, ename: str) -> str:
-    hint = (" Did the cell that defines it run without errors, and does it keep the name the "
-            "notebook asks for?" if ename == "NameError" else "")
+    hint = f" {NAME_HINT}" if ename == "NameError" else ""
     return (f"{what} raised {ename}.{hint} Its message is not shown: the cell ran after a hidden "
             "check, and text your code makes from then on could carry the check's inputs (run "
             "the cell in your own notebook to read it).")
