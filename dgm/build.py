@@ -43,7 +43,8 @@ from dgm.build_progress import (
 )
 from dgm.config import PROFILES, get_profile
 from dgm.kernel_progress import LOG_VAR, kernel_config
-from dgm.preexecute import ChapterRun, default_jobs, execute_chapters
+from dgm.preexecute import ChapterRun, default_jobs, execute_chapters, with_readers
+from dgm.store import DIR_VAR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +98,7 @@ def build_book(profile: str | None = None, out: Path | None = None, echo: bool =
     if not marker.exists() or marker.read_text().strip() != stamp:  # unknown or other provenance
         shutil.rmtree(bdir / ".jupyter_cache", ignore_errors=True)
         shutil.rmtree(bdir / "jupyter_execute", ignore_errors=True)
+        shutil.rmtree(bdir / "models", ignore_errors=True)  # dgm.store: chapters' trained models
         shutil.rmtree(bdir / "html", ignore_errors=True)
         # Sphinx's saved environment: without it, Sphinx re-reads (so re-executes) every page,
         # not only the changed ones whose executed copies were just deleted.
@@ -110,12 +112,14 @@ def build_book(profile: str | None = None, out: Path | None = None, echo: bool =
         cmd += ["--path-output", str(Path(out).resolve())]
     # Progress bars are for people at a terminal or in JupyterLab, not for the built pages.
     env = dict(os.environ, DGM_PROFILE=profile, PYTHONHASHSEED="0", DGM_PROGRESS="0")
+    env[DIR_VAR] = str(bdir / "models")  # chapters hand trained models to the comparison
     # Chapters draw with the kernel's inline backend; a backend forced from outside (e.g.
     # MPLBACKEND=Agg on a CI machine) would swallow every figure.
     env.pop("MPLBACKEND", None)
     estimates = load_estimates(profile)
     chapters = toc_chapters()
     to_run = [c for c in chapters if c not in cached_chapters(bdir / ".jupyter_cache", chapters)]
+    to_run = with_readers(to_run, chapters, bdir / ".jupyter_cache")
     jobs = default_jobs(len(to_run)) if jobs is None else max(1, jobs)
     if progress is not None:
         progress.write(announcement(profile, chapters, set(chapters) - set(to_run), estimates,

@@ -8,7 +8,8 @@ first, and stores each executed notebook in the cache exactly as myst-nb would (
 same hash); Sphinx then finds every chapter cached and only writes the pages.
 
 A chapter that fails here is not cached: the build then executes it again the usual way and
-reports its error as before.
+reports its error as before. A chapter that loads models other chapters store (``dgm.store``:
+the comparison) starts only once those chapters, where they run in the same build, have ended.
 """
 
 from __future__ import annotations
@@ -68,11 +69,13 @@ def cores() -> int:
 
 def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], jobs: int,
                      estimates: dict[str, float] | None = None, timeout: int = 1800,
-                     root: Path = ROOT) -> list[ChapterRun]:
+                     root: Path = ROOT, after: dict[str, set[str]] | None = None) -> list[ChapterRun]:
     """Execute ``book/<name>.md`` for each name, ``jobs`` at a time, and cache each that succeeds.
 
     ``env`` is the kernels' environment (the build's); each kernel also gets ``$OMP_NUM_THREADS``
     (the cores shared out between the jobs) and the chapter's name for its progress events.
+    ``after``: chapter -> chapters that must end (well or not) before it starts, where they are
+    among ``names`` (default: the stored models each chapter loads, :mod:`dgm.store`).
     """
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
@@ -80,7 +83,15 @@ def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], job
     threads = str(max(1, cores() // jobs))
     estimates = estimates or {}
     order = sorted(names, key=lambda n: -estimates.get(n, 0.0))  # longest first: the shortest finish
+    if after is None:
+        from dgm.store import chapters_needed
+
+        after = {name: chapters_needed(name) for name in names}
+    waits = {name: set(after.get(name, ())) & set(names) - {name} for name in names}
     lock, runs = threading.Lock(), []
+    ready = threading.Condition(lock)
+    ended: set[str] = set()
+    running: set[str] = set()
     log = env.get(LOG_VAR)
 
     def event(kind: str, **fields) -> None:
@@ -119,7 +130,51 @@ def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], job
                     check_validity=False, overwrite=True)
             runs.append(ChapterRun(name, seconds, error))
 
+    def worker() -> None:
+        """Take the longest chapter whose waits have ended, until none is left."""
+        while True:
+            with ready:
+                while True:
+                    if not order:
+                        return
+                    name = next((n for n in order if waits[n] <= ended), None)
+                    if name is None and len(running) == 0:  # waits in a circle: break it
+                        name = order[0]
+                    if name is not None:
+                        order.remove(name)
+                        running.add(name)
+                        break
+                    ready.wait()
+            try:
+                one(name)
+            finally:
+                with ready:
+                    running.discard(name)
+                    ended.add(name)
+                    ready.notify_all()
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(one, name) for name in order]:
+        for future in [pool.submit(worker) for _ in range(jobs)]:
             future.result()
     return runs
+
+
+def with_readers(to_run: list[str], chapters: list[str], cache_dir: Path,
+                 root: Path = ROOT) -> list[str]:
+    """``to_run`` plus every chapter that loads a model one of them stores (:mod:`dgm.store`):
+    its cached copy shows the models of an earlier build, so it is dropped from the cache and
+    runs again after them."""
+    from dgm.store import chapters_needed
+
+    readers = [c for c in chapters if c not in to_run and chapters_needed(c) & set(to_run)]
+    if readers and (cache_dir / "global.db").exists():
+        from jupyter_cache import get_cache
+
+        cache = get_cache(str(cache_dir))
+        for name in readers:
+            try:
+                record = cache.match_cache_notebook(read_chapter(root / "book" / f"{name}.md", root))
+            except Exception:  # noqa: BLE001 - not cached after all: nothing to drop
+                continue
+            cache.remove_cache(record.pk)
+    return to_run + readers

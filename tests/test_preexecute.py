@@ -90,3 +90,64 @@ def test_jobs_follow_the_environment_and_refuse_nonsense(monkeypatch):
         monkeypatch.setenv("DGM_BUILD_JOBS", bad)
         with pytest.raises(ValueError, match="DGM_BUILD_JOBS"):
             default_jobs(5)
+
+
+def test_a_chapter_that_loads_stored_models_starts_after_the_chapters_that_store_them(tmp_path):
+    """With two kernels free, the reader still waits for its maker (dgm.store's comparison
+    waits for the five model chapters); an unrelated chapter does not wait."""
+    import os
+
+    stamp = "import time, pathlib; pathlib.Path({!r}).write_text(str(time.time()))"
+    (tmp_path / "_config.yml").write_text((ROOT / "_config.yml").read_text())
+    _write_chapter(tmp_path, "maker", "import time; time.sleep(4)\n"
+                   + stamp.format(str(tmp_path / "maker_end")))
+    _write_chapter(tmp_path, "reader", stamp.format(str(tmp_path / "reader_start")))
+    _write_chapter(tmp_path, "free", stamp.format(str(tmp_path / "free_start")))
+    env = dict(os.environ, IPYTHONDIR=str(kernel_ipython_dir(tmp_path / "ipython")))
+    env.pop(LOG_VAR, None)
+    runs = execute_chapters(["maker", "reader", "free"], tmp_path / "cache", env, jobs=2,
+                            estimates={"reader": 100.0, "maker": 1.0}, root=tmp_path,
+                            after={"reader": {"maker"}})
+    assert all(r.error is None for r in runs), runs
+    maker_end = float((tmp_path / "maker_end").read_text())
+    assert float((tmp_path / "reader_start").read_text()) >= maker_end
+    assert float((tmp_path / "free_start").read_text()) < maker_end  # the second kernel was used
+
+
+def test_the_comparison_waits_for_the_five_model_chapters_and_runs_again_after_them(tmp_path):
+    from dgm.preexecute import with_readers
+    from dgm.store import SAVED_BY, chapters_needed
+
+    assert chapters_needed("comparison") == {"vae", "gans", "flows", "autoregressive", "diffusion"}
+    assert chapters_needed("vae") == set()
+    assert set(SAVED_BY.values()) <= set(_toc_chapters())
+    chapters = ["vae", "diffusion", "comparison", "probability"]
+    assert with_readers(["vae"], chapters, tmp_path / "no-cache") == ["vae", "comparison"]
+    assert with_readers(["probability"], chapters, tmp_path / "no-cache") == ["probability"]
+    assert with_readers(["comparison"], chapters, tmp_path / "no-cache") == ["comparison"]
+
+
+def test_a_cached_reader_is_dropped_from_the_cache_when_a_maker_runs_again(project, tmp_path):
+    import os
+
+    from dgm.preexecute import with_readers
+
+    env = dict(os.environ, IPYTHONDIR=str(kernel_ipython_dir(tmp_path / "ipython")))
+    env.pop(LOG_VAR, None)
+    execute_chapters(["other"], project / "cache", env, jobs=1, root=project, after={})
+    assert cached_chapters(project / "cache", ["other"], project) == {"other"}
+    import dgm.store
+
+    old = dgm.store.READERS
+    dgm.store.READERS = {"other": ("vae",)}  # 'other' loads the model the 'vae' chapter stores
+    try:
+        assert with_readers(["vae"], ["vae", "other"], project / "cache", project) == ["vae", "other"]
+    finally:
+        dgm.store.READERS = old
+    assert cached_chapters(project / "cache", ["other"], project) == set()
+
+
+def _toc_chapters():
+    from dgm.build_progress import toc_chapters
+
+    return toc_chapters()

@@ -210,7 +210,7 @@ def test_the_run_log_names_each_tasks_log_files(graded):
         assert str(graded["slurm"] / "slurm" / "tasks") in ev["stdout"]
     done = {e["student"]: e for e in graded["log_first"] if e["event"] == "slurm_task_done"}
     assert set(done) == set(_students(graded["local"])) - {"slow_lost"}
-    assert all(0 < e["setup_s"] < e["task_s"] for e in done.values())
+    assert all(0 < e["setup_s"] < e["task_s"] for e in done.values()), done
     graded_ok = next(e for e in tasks if e["student"] == "correct")
     assert "graded correct: 7/7" in Path(graded_ok["stdout"]).read_text()
 
