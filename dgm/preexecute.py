@@ -67,6 +67,16 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def critical_path(name: str, waits: dict[str, set[str]], estimates: dict[str, float],
+                  seen: frozenset[str] = frozenset()) -> float:
+    """The estimated seconds from ``name``'s start to the end of the last chapter that waits for
+    it: the longest of these go first, so that the shortest chapters finish the build and a
+    chapter others wait for is not left to the end."""
+    later = [n for n, w in waits.items() if name in w and n not in seen and n != name]
+    return estimates.get(name, 0.0) + max((critical_path(n, waits, estimates, seen | {name})
+                                           for n in later), default=0.0)
+
+
 def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], jobs: int,
                      estimates: dict[str, float] | None = None, timeout: int = 1800,
                      root: Path = ROOT, after: dict[str, set[str]] | None = None) -> list[ChapterRun]:
@@ -82,12 +92,12 @@ def execute_chapters(names: list[str], cache_dir: Path, env: dict[str, str], job
 
     threads = str(max(1, cores() // jobs))
     estimates = estimates or {}
-    order = sorted(names, key=lambda n: -estimates.get(n, 0.0))  # longest first: the shortest finish
     if after is None:
         from dgm.store import chapters_needed
 
         after = {name: chapters_needed(name) for name in names}
     waits = {name: set(after.get(name, ())) & set(names) - {name} for name in names}
+    order = sorted(names, key=lambda n: -critical_path(n, waits, estimates))
     lock, runs = threading.Lock(), []
     ready = threading.Condition(lock)
     ended: set[str] = set()

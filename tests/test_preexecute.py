@@ -151,3 +151,13 @@ def _toc_chapters():
     from dgm.build_progress import toc_chapters
 
     return toc_chapters()
+
+
+def test_a_chapter_others_wait_for_goes_before_a_longer_one_nobody_waits_for():
+    from dgm.preexecute import critical_path
+
+    waits = {"maker": set(), "long": set(), "reader": {"maker"}}
+    est = {"maker": 100.0, "long": 150.0, "reader": 80.0}
+    assert critical_path("maker", waits, est) == 180.0  # itself, then the reader
+    assert critical_path("long", waits, est) == 150.0
+    assert critical_path("reader", {"reader": {"reader"}}, est) == 80.0  # a loop ends
