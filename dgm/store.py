@@ -115,7 +115,11 @@ def load(name: str, model: torch.nn.Module, *, settings: object) -> Stored | Non
     if not path.exists():
         print(f"{name}: no model stored by the {chapter} chapter in this build; training it here")
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file costs a training run, not the page
+        print(f"{name}: could not read {path} ({type(exc).__name__}); training it here")
+        return None
     if payload.get("key") != _key(name, model, settings, _device(model)):
         print(f"{name}: the stored model was trained with other settings or code than this "
               f"page's; training it here")

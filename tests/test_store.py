@@ -87,3 +87,11 @@ def test_a_loaded_flow_samples_as_the_trained_one_data_initialised_actnorm_inclu
         a = trained.sample(3, generator=torch.Generator().manual_seed(2))
         b = fresh.sample(3, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(a, b)
+
+
+def test_a_damaged_file_means_training_here_not_a_crash(models_dir, capsys):
+    cfg = vae.SETTINGS["smoke"]
+    path = store.save("vae", _vae(cfg, 0), settings=cfg, seconds=1.0, budget="1 epoch")
+    path.write_bytes(path.read_bytes()[:100])  # cut short, as by a full disk
+    assert store.load("vae", _vae(cfg, 1), settings=cfg) is None
+    assert "could not read" in capsys.readouterr().out
