@@ -70,8 +70,10 @@ def main() -> None:
             tmp = str(args.keep.resolve())
         metrics_dir = Path(tmp) / "metrics"  # each chapter run side by side records here
         os.environ["DGM_METRICS_DIR"] = str(metrics_dir)
-        clean = build_book(profile, Path(tmp), echo=False, jobs=args.jobs)
-        del os.environ["DGM_METRICS_DIR"]
+        try:
+            clean = build_book(profile, Path(tmp), echo=False, jobs=args.jobs)
+        finally:  # the rebuild below must not record into the same folder
+            del os.environ["DGM_METRICS_DIR"]
         if args.record_chapters:
             record_chapters(profile, clean, metrics_dir)
         if clean.returncode != 0:
