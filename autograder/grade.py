@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     batch = outcome.batch
     typed = read_typed(outcome.gradebook, columns(assignment.items))
     print(summary_table(outcome.results, batch.skipped_ids, typed=typed))
+    if batch.passed_over:
+        print(batch.passed_over_text())
     export = write_exports(cfg.out, cfg.assignment, roster, args.lms_column)
     for problem in export.problems:
         print(f"warning: {problem}", file=sys.stderr)

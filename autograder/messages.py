@@ -328,6 +328,21 @@ def several_notebooks(chosen: str, why: str, ignored: str) -> str:
             "Submit a single notebook to choose it yourself.")
 
 
+def second_notebook(chosen: str, why: str) -> str:
+    """Why a notebook is passed over, for the instructor: its student has another one."""
+    return f"a second notebook of the same student, not graded: {chosen} was graded instead ({why})"
+
+
+def earlier_upload(latest: str) -> str:
+    return f"an earlier upload, not graded: the latest, {latest}, was graded instead"
+
+
+def notebooks_not_read(listed: str) -> str:
+    return (f"Notebooks not graded: {listed}. Only the notebook you submitted is graded; if "
+            "one of these is your work, submit it as a visible .ipynb file (not a copy inside "
+            ".ipynb_checkpoints, not a name that starts with a dot).")
+
+
 def not_notebooks(listed: str) -> str:
     return f"Ignored, not notebooks: {listed}."
 

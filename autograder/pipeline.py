@@ -239,15 +239,15 @@ def grade_batch(cfg: GradeConfig, assignment: Assignment,
     if shared is not None:
         shared.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dgm-grade-", dir=shared) as tmp:
-        unpacked, warnings = Path(tmp) / "unpacked", []
+        unpacked, warnings, passed_over = Path(tmp) / "unpacked", [], []
         try:
             subs = collect(list(cfg.submissions), cfg.assignment, unpacked,
-                           max_bytes=cfg.max_bytes, warnings=warnings)
+                           max_bytes=cfg.max_bytes, warnings=warnings, passed_over=passed_over)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
         if not subs:
             raise UsageError("no notebooks found in the given submissions")
-        batch = Batch(cfg, assignment.sha256, argv, warnings)
+        batch = Batch(cfg, assignment.sha256, argv, warnings, passed_over)
         todo = batch.plan(subs)  # without those graded already by an earlier run
         root = Path(tmp)
         if cfg.keep_work:

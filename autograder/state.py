@@ -18,8 +18,9 @@ KeyboardInterrupt as usual (no summary). Either way, running the same command ag
 
 **Run log.** ``DIR/grader.log.jsonl`` gets one JSON object per line, appended with a single
 ``write`` on a file opened in append mode: ``batch_start`` (argv, assignment, profile, source
-hash), ``warning``, per student ``skipped`` / ``started`` / ``finished`` (score, max_score,
-error, complete) / ``not_started`` (after Ctrl-C) / ``restored``, then ``batch_end`` with the
+hash), ``warning``, ``not_graded`` (a notebook handed in and passed over: path, reason,
+student; :class:`autograder.submissions.PassedOver`), per student ``skipped`` / ``started`` /
+``finished`` (score, max_score, error, complete) / ``not_started`` (after Ctrl-C) / ``restored``, then ``batch_end`` with the
 counts. Every object has ``time`` (UTC, ISO 8601) and ``event``.
 
 **Results from memory.** Student code runs while the batch runs, so files in ``DIR`` are
@@ -59,7 +60,7 @@ from autograder.report import (
     results_json_text,
     write_student,
 )
-from autograder.submissions import Submission
+from autograder.submissions import PassedOver, Submission
 
 #: Part of every fingerprint: raise it when the grader changes what a grade means, so that
 #: results of older graders are graded again.
@@ -139,7 +140,7 @@ class Batch:
     """One run of ``grade``: what to skip, what to reject, what to log and write."""
 
     def __init__(self, cfg: GradeConfig, source_sha: str, argv: list[str] | None = None,
-                 warnings: list[str] = ()):
+                 warnings: list[str] = (), passed_over: list[PassedOver] = ()):
         self.cfg, self.out = cfg, cfg.out
         self.started = time.perf_counter()
         self.source_sha = source_sha
@@ -162,6 +163,10 @@ class Batch:
         for text in warnings:
             print(f"warning: {text}", file=sys.stderr)
             self.log.event("warning", message=text)
+        self.passed_over = list(passed_over)
+        for item in self.passed_over:
+            self.log.event("not_graded", path=item.path, reason=item.reason,
+                           student=item.student)
 
     # --- what to grade ---------------------------------------------------------------------
 
@@ -309,7 +314,23 @@ class Batch:
         if c["not_started"]:
             parts.append(f"{c['not_started']} not graded (interrupted: run the same command "
                          "again to resume)")
-        return f"{sum(c.values())} submissions: " + ", ".join(parts)
+        text = f"{sum(c.values())} submissions: " + ", ".join(parts)
+        if self.passed_over:
+            n = len(self.passed_over)
+            text += f"; {n} more notebook{'s' * (n != 1)} found and not graded, listed above"
+        return text
+
+    def passed_over_text(self) -> str:
+        """The notebooks found and not graded, one line each with its reason and student, for
+        the end of the batch ("" when there are none)."""
+        if not self.passed_over:
+            return ""
+        lines = [f"\nNot graded ({len(self.passed_over)} notebook"
+                 f"{'s' * (len(self.passed_over) != 1)} handed in; also in {LOG_NAME}):"]
+        for item in self.passed_over:
+            whose = f" [student {item.student}, told in the feedback]" if item.student else ""
+            lines.append(f"  {item.path}: {item.reason}{whose}")
+        return "\n".join(lines)
 
 
 def _read(path: Path) -> str | None:

@@ -35,6 +35,17 @@ the assignment (``vae.ipynb``), else those whose name contains it (``vae_final.i
 all of them; among those the newest (modification time; a zip member's stored time), then the
 largest, then the first by path. The feedback names the notebook graded and those ignored.
 
+Nothing handed in is dropped without a word. Every ``.ipynb`` found is graded or *passed over*
+with its reason: a hidden file or folder (name starting with a dot), a Jupyter checkpoint copy
+(``.ipynb_checkpoints``), macOS's ``__MACOSX`` copies, a second notebook of a student (and which
+one was graded instead), an earlier Canvas upload, a symbolic link, a member that could not be
+unpacked, a folder that could not be read. :func:`collect` appends each to its ``passed_over``
+list (:class:`PassedOver`, for the instructor's end-of-batch summary and the run log); one that
+lies inside a student's folder is also listed in that student's feedback
+(:attr:`Submission.passed_over`), and a student folder holding only such files still gets a
+gradebook row. Two submissions that end up with one id are both graded, under ``-2``, ...
+(the instructor is warned), never over each other's files.
+
 Student ids are sanitised to safe ASCII: accents are dropped and a few letters transliterated
 (``José`` -> ``Jose``, ``Łukasz`` -> ``Lukasz``); when other characters are lost (``王芳``) a
 short hash of the original name is appended so that different names stay different ids;
@@ -89,6 +100,17 @@ class Submission:
     problem: str | None = None       # why it cannot be graded, when known while collecting
     lms_id: str | None = None        # the learning platform's user id (Canvas file names)
     late: bool = False               # the platform marked it late (Canvas's LATE)
+    #: This student's other files that were not graded: (where, why), for the instructor.
+    passed_over: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class PassedOver:
+    """A notebook handed in that is not graded, and why (the instructor's summary lists it)."""
+
+    path: str                        # where it was (folder or zip member path)
+    reason: str
+    student: str | None = None       # whose it is, when it lies in a student's submission
 
 
 @dataclass
@@ -117,14 +139,36 @@ def sanitize_id(name: str) -> str:
 
 
 def _ignored(rel: PurePosixPath) -> bool:
-    return any(part in _IGNORED_PARTS or part.startswith(".") for part in rel.parts)
+    return _hidden_reason(rel) is not None
+
+
+def _hidden_reason(rel: PurePosixPath) -> str | None:
+    """Why a path the grader never reads is passed over; None when it is read."""
+    for n, part in enumerate(rel.parts, start=1):
+        if part == ".ipynb_checkpoints":
+            return "a Jupyter checkpoint copy (in .ipynb_checkpoints), not graded"
+        if part == "__MACOSX":
+            return "a macOS metadata copy the zip tool added (in __MACOSX), not graded"
+        if part == "__pycache__":
+            return "in a __pycache__ folder, not graded"
+        if part.startswith("."):
+            return ("a hidden file (its name starts with a dot), not graded" if n == len(rel.parts)
+                    else f"in a hidden folder ({part}), not graded")
+    return None
 
 
 def _pick(cands: list[_Candidate], assignment: str) -> tuple[_Candidate, list[str]]:
     """The notebook to grade among a student's (see the module docstring for the rule)."""
+    chosen, why, _ = _choose(cands, assignment)
+    return chosen, why
+
+
+def _choose(cands: list[_Candidate], assignment: str
+            ) -> tuple[_Candidate, list[str], list[tuple[_Candidate, str]]]:
+    """:func:`_pick`, and the notebooks not picked with the reason for the instructor."""
     cands = sorted(cands, key=lambda c: str(c.rel))
     if len(cands) == 1:
-        return cands[0], []
+        return cands[0], [], []
     exact = [c for c in cands if c.rel.stem.lower() == assignment.lower()]
     similar = [c for c in cands if assignment.lower() in c.rel.stem.lower()]
     pool = exact or similar or cands
@@ -133,9 +177,13 @@ def _pick(cands: list[_Candidate], assignment: str) -> tuple[_Candidate, list[st
            f"its name contains {assignment!r}" if similar else "the newest")
     if (exact or similar) and len(pool) > 1:
         why += ", and the newest of those"
-    others = ", ".join(c.rel.name if c.rel.name != chosen.rel.name else str(c.rel)
-                       for c in cands if c is not chosen)
-    return chosen, [messages.several_notebooks(chosen.rel.name, why, others)]
+    apart = len({c.rel.parent for c in cands}) > 1  # bob.ipynb and bob/sub.ipynb: say where
+    others = ", ".join(c.rel.name if c.rel.name != chosen.rel.name and not apart
+                       else c.rel.as_posix() for c in cands if c is not chosen)
+    passed = [(c, messages.second_notebook(chosen.rel.as_posix(), why))
+              for c in cands if c is not chosen]
+    shown = chosen.rel.as_posix() if apart else chosen.rel.name
+    return chosen, [messages.several_notebooks(shown, why, others)], passed
 
 
 _CANVAS_RE = re.compile(r"^(?P<name>[^_/]+?)(?P<late>_LATE)?_(?P<uid>\d+)_(?P<sid>\d+)_"
@@ -176,12 +224,14 @@ def _group_key(rel: PurePosixPath) -> str:
     return f"{canvas.name}_{canvas.user_id}" if canvas else rel.stem
 
 
-def _latest_versions(cands: list[_Candidate]) -> tuple[list[_Candidate], list[str]]:
+def _latest_versions(cands: list[_Candidate]
+                     ) -> tuple[list[_Candidate], list[str], list[tuple[_Candidate, str]]]:
     """Of Canvas files uploaded again (``vae.ipynb``, ``vae-1.ipynb``), the latest version
-    only; notes naming the earlier ones."""
+    only; notes naming the earlier ones, and those with the reason for the instructor."""
     latest: dict[str, tuple[tuple[int, int], _Candidate]] = {}
     others: list[_Candidate] = []
     older: list[CanvasName] = []
+    dropped: list[_Candidate] = []
     for cand in cands:
         canvas = canvas_name(cand.rel.name) if len(cand.rel.parts) == 1 else None
         if canvas is None:
@@ -192,12 +242,16 @@ def _latest_versions(cands: list[_Candidate]) -> tuple[list[_Candidate], list[st
             old_key, old = latest[canvas.base]
             if key > old_key:
                 older.append(canvas_name(old.rel.name))
+                dropped.append(old)
                 latest[canvas.base] = (key, cand)
             else:
                 older.append(canvas)
+                dropped.append(cand)
         else:
             latest[canvas.base] = (key, cand)
     kept = [c for _, c in latest.values()]
+    passed = [(c, messages.earlier_upload(latest[canvas_name(c.rel.name).base][1].rel.name))
+              for c in dropped]
     notes = []
     if older:
         names = ", ".join(canvas_name(c.rel.name).filename for c in kept
@@ -205,7 +259,7 @@ def _latest_versions(cands: list[_Candidate]) -> tuple[list[_Candidate], list[st
         notes.append(messages.older_resubmissions(
             names or "the latest", ", ".join(c.filename for c in sorted(
                 older, key=lambda c: (c.base, c.version)))))
-    return kept + others, notes
+    return kept + others, notes, passed
 
 
 def _unwrap(rels: list[PurePosixPath]) -> int:
@@ -224,11 +278,19 @@ def _unwrap(rels: list[PurePosixPath]) -> int:
 
 def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: str,
               origin: str, root: Path, unwrap: bool, max_bytes: int | None,
-              links: list[PurePosixPath] = ()) -> list[Submission]:
-    """One submission per student from the notebooks, other files and links under ``root``."""
+              links: list[PurePosixPath] = (), skipped: list[tuple[PurePosixPath, str]] = (),
+              orphans: list[PassedOver] | None = None) -> list[Submission]:
+    """One submission per student from the notebooks, other files and links under ``root``.
+
+    ``skipped``: notebooks not read, with the reason (hidden, checkpoint copies, unpacking
+    failed); one inside a student's folder is listed in that student's notes and
+    ``passed_over``, any other is appended to ``orphans``."""
     depth = _unwrap([c.rel for c in cands] + list(others) + list(links)) if unwrap else 0
+    prefix = next(iter([c.rel for c in cands] + list(others) + list(links)),
+                  PurePosixPath()).parts[:depth]
     groups: dict[str, list[_Candidate]] = {}
     extra: dict[str, list[str]] = {}
+    unread: dict[str, list[tuple[str | None, str, str]]] = {}  # key -> (note, where, why)
     folders: dict[str, Path] = {}
     for cand in cands:
         groups.setdefault(_group_key(PurePosixPath(*cand.rel.parts[depth:])), []).append(cand)
@@ -247,11 +309,28 @@ def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: 
             loose.setdefault(key, []).append(inner.name)
         extra.setdefault(key, []).append(("/".join(inner.parts[1:]) or inner.name) + what)
         folders.setdefault(key, root.joinpath(*rel.parts[:depth + 1]))
+        if rel.suffix.lower() == ".ipynb":  # in the notes already, with the other files
+            unread.setdefault(key, []).append(
+                (None, f"{origin}/{rel.as_posix()}", "a symbolic link, not followed" if what
+                 else "not a regular file, not graded"))
+    orphans = [] if orphans is None else orphans
+    for rel, reason in skipped:
+        inner = PurePosixPath(*rel.parts[depth:]) if rel.parts[:depth] == prefix else None
+        key = _group_key(inner) if inner is not None and inner.parts else None
+        if key is None or _ignored(PurePosixPath(key)) or (len(inner.parts) == 1
+                                                            and _ignored(inner)):
+            orphans.append(PassedOver(f"{origin}/{rel.as_posix()}", reason))
+            continue
+        unread.setdefault(key, []).append((f"{'/'.join(inner.parts[1:]) or inner.name} ({reason})",
+                                           f"{origin}/{rel.as_posix()}", reason))
+        folders.setdefault(key, root.joinpath(*rel.parts[:depth + 1]))
     subs = []
-    for key in sorted(set(groups) | set(extra)):
+    for key in sorted(set(groups) | set(extra) | set(unread)):
         ignored = sorted(extra.get(key, []))
         listed = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more"
                                             if len(ignored) > 10 else "")
+        unread_notes = [note for note, _, _ in unread.get(key, []) if note]
+        passed = [(where, why) for _, where, why in unread.get(key, [])]
         names = canvas.get(key, [])
         student = sanitize_id(names[0].name if names else key)
         platform = {"lms_id": names[0].user_id if names else None,
@@ -259,33 +338,51 @@ def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: 
         late_note = (messages.late_submission(),) if platform["late"] else ()
         if key not in groups:
             problem = (messages.not_a_notebook_file(loose[key][0])
-                       if loose.get(key) == ignored and len(ignored) == 1
-                       else messages.no_notebook(listed))
+                       if loose.get(key) == ignored and len(ignored) == 1 and not unread_notes
+                       else messages.no_notebook(", ".join(filter(None, [
+                           listed, "; ".join(unread_notes)]))))
             subs.append(Submission(student, folders[key], f"{origin}/{key}", late_note,
-                                   problem, **platform))
+                                   problem, **platform, passed_over=tuple(passed)))
             continue
-        kept, notes = _latest_versions(groups[key]) if names else (groups[key], [])
-        chosen, picked = _pick(kept, assignment)
+        kept, notes, older = (_latest_versions(groups[key]) if names
+                              else (groups[key], [], []))
+        chosen, picked, second = _choose(kept, assignment)
+        passed = [(f"{origin}/{c.rel.as_posix()}", why) for c, why in older + second] + passed
         notes = [*late_note, *notes, *picked]
         if ignored:
             notes.append(messages.not_notebooks(listed))
+        if unread_notes:
+            notes.append(messages.notebooks_not_read("; ".join(unread_notes)))
         problem = None if chosen.path is not None else messages.too_large(chosen.size, max_bytes)
         subs.append(Submission(student, chosen.path or root / chosen.rel.as_posix(),
                                f"{origin}/{chosen.rel.as_posix()}", tuple(notes), problem,
-                               **platform))
+                               **platform, passed_over=tuple(passed)))
     return subs
 
 
-def _from_folder(folder: Path, assignment: str, origin: str) -> list[Submission]:
+def _from_folder(folder: Path, assignment: str, origin: str,
+                 orphans: list[PassedOver] | None = None) -> list[Submission]:
     """The submissions in ``folder``. Symbolic links are never followed: a link in a student's
     folder (``unzip`` restores them) could point at any file the grader can read."""
-    cands, others, links = [], [], []
-    for top, dirs, files in os.walk(folder):
+    cands, others, links, skipped = [], [], [], []
+
+    def unreadable(exc: OSError) -> None:  # os.walk would drop such a folder without a word
+        where = Path(exc.filename or folder)
+        rel = PurePosixPath(where.relative_to(folder).as_posix()) if where != folder else None
+        reason = f"a folder the grader could not read ({exc.strerror}), so nothing in it was graded"
+        if rel is None:
+            (orphans if orphans is not None else []).append(PassedOver(origin, reason))
+        else:
+            skipped.append((rel, reason))
+
+    for top, dirs, files in os.walk(folder, onerror=unreadable):
         here = Path(top)
         for name in sorted(dirs + files):
             path = here / name
             rel = PurePosixPath(path.relative_to(folder).as_posix())
             if _ignored(rel):
+                if name in files and name.lower().endswith(".ipynb"):
+                    skipped.append((rel, _hidden_reason(rel)))
                 continue
             if path.is_symlink():
                 links.append(rel)
@@ -296,7 +393,7 @@ def _from_folder(folder: Path, assignment: str, origin: str) -> list[Submission]
                 others.append(rel)
         dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
     return _assemble(cands, others, assignment, origin, folder, unwrap=False, max_bytes=None,
-                     links=links)
+                     links=links, skipped=skipped, orphans=orphans)
 
 
 def member_name(info: zipfile.ZipInfo) -> str:
@@ -328,13 +425,13 @@ def _is_link(info: zipfile.ZipInfo) -> bool:
 
 
 def _unpack(archive: Path, dest: Path, assignment: str, origin: str, max_bytes: int | None,
-            warnings: list[str]) -> list[Submission]:
+            warnings: list[str], orphans: list[PassedOver] | None = None) -> list[Submission]:
     """Unpack the notebooks of ``archive`` into ``dest`` (nothing ever outside it) and read
     them like a folder."""
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
     found: dict[PurePosixPath, _Candidate] = {}  # a name stored twice: the later one wins
-    others, links = [], []
+    others, links, skipped = [], [], []
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -346,8 +443,15 @@ def _unpack(archive: Path, dest: Path, assignment: str, origin: str, max_bytes: 
             if rel is None:
                 warnings.append(f"{archive.name}: skipped member {name!r}: its path leaves "
                                 "the archive")
+                if name.lower().endswith(".ipynb") and orphans is not None:
+                    orphans.append(PassedOver(f"{origin}/{name}", "its path leaves the archive, "
+                                              "so it was never unpacked nor graded"))
                 continue
-            if info.is_dir() or _ignored(rel):
+            if info.is_dir():
+                continue
+            if _ignored(rel):
+                if rel.suffix.lower() == ".ipynb":
+                    skipped.append((rel, _hidden_reason(rel)))
                 continue
             if _is_link(info):
                 links.append(rel)
@@ -372,6 +476,7 @@ def _unpack(archive: Path, dest: Path, assignment: str, origin: str, max_bytes: 
                 warnings.append(f"{archive.name}: skipped member {name!r}: {exc}")
                 if target.is_file() and not target.is_symlink():
                     target.unlink()
+                skipped.append((rel, f"could not be unpacked ({exc}), not graded"))
                 continue
             if size is None:  # grew past the limit while unpacking
                 target.unlink(missing_ok=True)
@@ -380,7 +485,7 @@ def _unpack(archive: Path, dest: Path, assignment: str, origin: str, max_bytes: 
             os.utime(target, (mtime, mtime))
             found[rel] = _Candidate(rel, target, size, mtime)
     return _assemble(list(found.values()), others, assignment, origin, dest, unwrap=True,
-                     max_bytes=max_bytes, links=links)
+                     max_bytes=max_bytes, links=links, skipped=skipped, orphans=orphans)
 
 
 def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
@@ -408,16 +513,19 @@ def missing_message(missing: list[str]) -> str:
 
 
 def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
-            max_bytes: int | None = None, warnings: list[str] | None = None) -> list[Submission]:
+            max_bytes: int | None = None, warnings: list[str] | None = None,
+            passed_over: list[PassedOver] | None = None) -> list[Submission]:
     """All submissions named by ``paths``, one per student, sorted by student id.
 
     Zip files are unpacked under ``unpack_dir``; zip notebooks over ``max_bytes`` stay packed
     and their submission carries a ``problem``. What the instructor should know (members
-    skipped because their path leaves the archive) is appended to ``warnings``. Two
-    submissions that sanitise to the same id get ``-2``, ``-3``, ... suffixes (and a note), so
-    nobody's results overwrite another's.
+    skipped because their path leaves the archive, ids given a suffix) is appended to
+    ``warnings``; every notebook found and not graded, with the reason and its student, to
+    ``passed_over``. Two submissions that sanitise to the same id get ``-2``, ``-3``, ...
+    suffixes (and a note), so nobody's results overwrite another's.
     """
     warnings = [] if warnings is None else warnings
+    orphans: list[PassedOver] = []
     subs: list[Submission] = []
     missing = missing_paths(paths)
     if missing:
@@ -425,10 +533,10 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
     for n, raw in enumerate(paths):
         path = Path(raw)
         if path.is_dir():
-            subs += _from_folder(path, assignment, str(path))
+            subs += _from_folder(path, assignment, str(path), orphans)
         elif path.suffix.lower() == ".zip" and path.is_file():
             dest = unpack_dir / f"zip{n}-{sanitize_id(path.stem)}"
-            subs += _unpack(path, dest, assignment, str(path), max_bytes, warnings)
+            subs += _unpack(path, dest, assignment, str(path), max_bytes, warnings, orphans)
         elif path.is_file():  # a notebook, or a file handed in that is not one
             subs += _assemble([_Candidate(PurePosixPath(path.name), path, 0, 0.0)]
                               if path.suffix.lower() == ".ipynb" else [],
@@ -447,10 +555,16 @@ def collect(paths: list[str | Path], assignment: str, unpack_dir: Path,
             count += 1
             name = f"{sub.student}-{count}"
         if name != sub.student:
+            warnings.append(f"{sub.origin}: graded as {name}, since another submission also "
+                            f"has the id {sub.student}")
             sub = replace(sub, student=name,
                           notes=(*sub.notes, messages.renamed(sub.student, name)))
         taken.add(name)
         unique.append(sub)
+    if passed_over is not None:
+        passed_over += orphans + [PassedOver(where, why, sub.student) for sub in unique
+                                  for where, why in sub.passed_over]
+        passed_over.sort(key=lambda p: p.path)
     return sorted(unique, key=lambda s: s.student)
 
 
