@@ -91,14 +91,16 @@ def figures(x) -> str:
     student's code returned or the grader measured from it: ``1105.243`` is ``1100``, ``0.012345``
     is ``0.012``, ``-3.2e-07`` stays so; nan and infinities as Python writes them. Magnitudes
     beyond 1e-12 and 1e+12 are named by that bound (``-1.2e-200`` is ``a negative number smaller
-    than 1.0e-12 in size``): a free exponent is 9 bits a student's code could choose, this one 5."""
+    than 1.0e-12 in size``): a free exponent is 9 bits a student's code could choose, this one 5.
+    Its output is a fixed point: ``figures`` of any number in it gives that number back."""
     x = float(x)
     if not math.isfinite(x) or x == 0:
         return repr(x) if not math.isfinite(x) else "0"
     exp = math.floor(math.log10(abs(float(f"{x:.{FIGURES - 1}e}"))))
     if exp < -12:
         return f"a {'negative' if x < 0 else 'positive'} number smaller than 1.0e-12 in size"
-    if exp >= 12:
+    if abs(float(f"{x:.{FIGURES - 1}e}")) > 1e12:  # 1.0e+12 itself is written as such, so that
+        # verdict_text, which writes every number of a message again, leaves this text as it is
         return f"a {'negative' if x < 0 else 'positive'} number larger than 1.0e+12 in size"
     if not -4 <= exp < 6:
         return f"{x:.{FIGURES - 1}e}"
@@ -330,11 +332,11 @@ def several_notebooks(chosen: str, why: str, ignored: str) -> str:
 
 def second_notebook(chosen: str, why: str) -> str:
     """Why a notebook is passed over, for the instructor: its student has another one."""
-    return f"a second notebook of the same student, not graded: {chosen} was graded instead ({why})"
+    return f"a second notebook of the same student; not graded: {chosen} was graded instead ({why})"
 
 
 def earlier_upload(latest: str) -> str:
-    return f"an earlier upload, not graded: the latest, {latest}, was graded instead"
+    return f"an earlier upload; not graded: the latest, {latest}, was graded instead"
 
 
 def notebooks_not_read(listed: str) -> str:

@@ -146,14 +146,14 @@ def _hidden_reason(rel: PurePosixPath) -> str | None:
     """Why a path the grader never reads is passed over; None when it is read."""
     for n, part in enumerate(rel.parts, start=1):
         if part == ".ipynb_checkpoints":
-            return "a Jupyter checkpoint copy (in .ipynb_checkpoints), not graded"
+            return "a Jupyter checkpoint copy in .ipynb_checkpoints; not graded"
         if part == "__MACOSX":
-            return "a macOS metadata copy the zip tool added (in __MACOSX), not graded"
+            return "a macOS metadata copy the zip tool added in __MACOSX; not graded"
         if part == "__pycache__":
-            return "in a __pycache__ folder, not graded"
+            return "in a __pycache__ folder; not graded"
         if part.startswith("."):
-            return ("a hidden file (its name starts with a dot), not graded" if n == len(rel.parts)
-                    else f"in a hidden folder ({part}), not graded")
+            return ("a hidden file, its name starts with a dot; not graded" if n == len(rel.parts)
+                    else f"in the hidden folder {part}; not graded")
     return None
 
 
@@ -312,7 +312,7 @@ def _assemble(cands: list[_Candidate], others: list[PurePosixPath], assignment: 
         if rel.suffix.lower() == ".ipynb":  # in the notes already, with the other files
             unread.setdefault(key, []).append(
                 (None, f"{origin}/{rel.as_posix()}", "a symbolic link, not followed" if what
-                 else "not a regular file, not graded"))
+                 else "not a regular file; not graded"))
     orphans = [] if orphans is None else orphans
     for rel, reason in skipped:
         inner = PurePosixPath(*rel.parts[depth:]) if rel.parts[:depth] == prefix else None
@@ -369,7 +369,7 @@ def _from_folder(folder: Path, assignment: str, origin: str,
     def unreadable(exc: OSError) -> None:  # os.walk would drop such a folder without a word
         where = Path(exc.filename or folder)
         rel = PurePosixPath(where.relative_to(folder).as_posix()) if where != folder else None
-        reason = f"a folder the grader could not read ({exc.strerror}), so nothing in it was graded"
+        reason = f"a folder the grader could not read: {exc.strerror}; nothing in it was graded"
         if rel is None:
             (orphans if orphans is not None else []).append(PassedOver(origin, reason))
         else:
@@ -476,7 +476,7 @@ def _unpack(archive: Path, dest: Path, assignment: str, origin: str, max_bytes: 
                 warnings.append(f"{archive.name}: skipped member {name!r}: {exc}")
                 if target.is_file() and not target.is_symlink():
                     target.unlink()
-                skipped.append((rel, f"could not be unpacked ({exc}), not graded"))
+                skipped.append((rel, f"could not be unpacked: {exc}; not graded"))
                 continue
             if size is None:  # grew past the limit while unpacking
                 target.unlink(missing_ok=True)

@@ -8,9 +8,10 @@ verdict passes its own setup's inputs, so that the check reads the same as when 
 ``shape_of``, ``scalar``        what an observed value is: a shape of small ints (or its kind), one number or None.
 ``describe``, ``raised``        what a message may echo of an observed value, or of the exception the kernel
                                 recorded: shapes, dtypes and numbers, never text the notebook chose.
-``num``, ``off``                how a message writes a number the student's code returned (two significant
-                                figures, :func:`autograder.messages.figures`) and how far it is from the
-                                check's reference value (the error, its direction), never that value itself.
+``num``, ``off``,               how a message writes a number the student's code returned (two significant
+``error_band``                  figures, :func:`autograder.messages.figures`) and how far it is from the
+                                check's reference value (a band of the error on a fixed four-step ladder,
+                                and its direction), never that value itself nor the error's digits.
 ``torch_intact``,               the training checks' guards: whether the kernel's torch computed what the
 ``judge_standin_loop``          grader's does on fixed inputs, and whether the student's training loop,
                                 run in the kernel on a tiny model with a stand-in objective swapped in,
@@ -70,11 +71,37 @@ def shape_of(v):
     return _kind(v)
 
 
+#: The bands a failing comparison's error is told in: (upper bound, words), relative to the
+#: reference's size (a fraction), or absolute when the reference is 0. Four bands and a direction
+#: are 3 bits a message can carry, whatever the student's code returns (red team round 4 read
+#: 6.5 bits per failing check out of a relative error with two significant figures).
+RELATIVE_BANDS = ((0.01, "less than 1%"), (0.1, "1% to 10%"), (1.0, "10% to 100%"),
+                  (math.inf, "100% or more"))
+ABSOLUTE_BANDS = ((0.01, "less than 0.01"), (1.0, "0.01 to 1"), (100.0, "1 to 100"),
+                  (math.inf, "100 or more"))
+
+
+def error_band(err: float, size: float = 0.0) -> str:
+    """How large an error is, in words, on a fixed ladder: relative to ``size`` (the reference's
+    magnitude) when that is not 0, else absolute (:data:`RELATIVE_BANDS`,
+    :data:`ABSOLUTE_BANDS`). A message shows this, never the error itself."""
+    err = abs(float(err))
+    if not math.isfinite(err):
+        return "an error that is not finite"
+    relative = size > 1e-12
+    for bound, words in RELATIVE_BANDS if relative else ABSOLUTE_BANDS:
+        if (err / size if relative else err) < bound:
+            return words
+    return (RELATIVE_BANDS if relative else ABSOLUTE_BANDS)[-1][1]
+
+
 def off(got, want, what: str = "it") -> str:
     """How far ``got`` (a number or tensor computed from what the student's code returned) is from
-    the check's reference ``want``, for a message: the relative error (or the absolute one, when
-    ``want`` is 0) with two significant figures, and its direction; never ``want`` itself."""
-    got_t, want_t = torch.as_tensor(got).double(), torch.as_tensor(want).double()
+    the check's reference ``want``, for a message: the band of the relative error (or of the absolute
+    one, when ``want`` is 0) on a fixed ladder (:func:`error_band`) and its direction; never ``want``
+    itself, nor the error's digits."""
+    got_t = torch.as_tensor(got, dtype=torch.float64)  # not float32 first: 1e300 stays finite
+    want_t = torch.as_tensor(want, dtype=torch.float64)
     if got_t.shape != want_t.shape:
         return f"{what} has shape {shape_of(got_t)}, not {shape_of(want_t)}"
     if not bool(torch.isfinite(got_t).all()):
@@ -83,15 +110,14 @@ def off(got, want, what: str = "it") -> str:
     size = want_t.abs().max().item() if want_t.numel() else 0.0
     if want_t.numel() == 1:
         e = err.item()
-        direction = "too high" if e > 0 else "too low" if e < 0 else "exact"
-        if size > 1e-12:
-            return f"{what} is off by {num(100 * abs(e) / size)}% ({direction})"
-        return f"{what} is off by {num(abs(e))} ({direction})"
+        if e == 0:
+            return f"{what} is exactly the expected value"
+        scale = " of the expected value" if size > 1e-12 else ""
+        return f"{what} is off by {error_band(e, size)}{scale} ({'too high' if e > 0 else 'too low'})"
     worst = err.abs().max().item() if err.numel() else 0.0
     bias = "too high on average" if err.mean().item() > 0 else "too low on average"
-    if size > 1e-12:
-        return f"{what} is off by up to {num(100 * worst / size)}% of the largest entry ({bias})"
-    return f"{what} is off by up to {num(worst)} ({bias})"
+    scale = " of the largest expected entry" if size > 1e-12 else ""
+    return f"{what} is off by {error_band(worst, size)}{scale} at worst ({bias})"
 
 
 def describe(v) -> str:

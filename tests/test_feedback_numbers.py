@@ -1,7 +1,8 @@
 """What the feedback says about a wrong answer gives away no reference value and no precise number.
 
-A hidden check's verdict on a wrong answer says how far off it is (its relative or absolute error
-with two significant figures, and its direction: ``autograder.verdict_helpers.off``), never the
+A hidden check's verdict on a wrong answer says how far off it is (the band of its relative or
+absolute error on a fixed four-step ladder, and its direction: ``autograder.verdict_helpers.off``;
+tests/test_verdict_error_bands.py), never the
 reference value for the check's inputs; any number the student's code returned comes back with at
 most two significant figures (``autograder.messages.figures``, which ``verdict_text`` applies to
 every verdict message). Wrong toy submissions are graded and their feedback scanned; the forgery
@@ -57,7 +58,7 @@ def test_every_number_in_a_verdict_message_has_two_significant_figures():
 def test_wrong_answers_are_told_how_far_off_they_are_not_the_reference(graded_wrong):
     told = {k.split("/")[0]: v for k, v in graded_wrong.items() if v}
     assert set(told) == set(WRONG), told  # each lost points and was told why
-    assert "off by 200% (too low)" in told["mistake_kl"]  # the sign flipped
+    assert "off by 100% or more of the expected value (too low)" in told["mistake_kl"]  # the sign flipped
     assert "alpha_bar is off by" in told["mistake_alpha_bar"]
     reference = {"kl": KL_REFERENCE, "alpha_bar": ALPHA_BAR_REFERENCE}
     for where, text in graded_wrong.items():

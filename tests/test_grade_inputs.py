@@ -212,7 +212,8 @@ def test_of_several_notebooks_the_one_named_after_the_assignment_is_graded(batch
     out, _, _ = batch
     output = _results(out, "alice")["output"]
     assert "graded toy.ipynb (named after the assignment); ignored scratch.ipynb" in output
-    assert "toy-checkpoint" not in output
+    assert "graded toy-checkpoint" not in output  # listed as not graded, never graded
+    assert ".ipynb_checkpoints/toy-checkpoint.ipynb (a Jupyter checkpoint copy" in output
 
 
 def test_of_several_notebooks_without_the_assignment_name_the_newest_is_graded(batch):
