@@ -350,7 +350,7 @@ def not_notebooks(listed: str) -> str:
 
 
 def no_notebook(listed: str) -> str:
-    return (f"No notebook (.ipynb file) was found in your submission, only: {listed}. Nothing "
+    return (f"No gradable notebook (.ipynb file) was found in your submission, only: {listed}. Nothing "
             f"was graded: submit the .ipynb file you worked in {DOWNLOAD}.")
 
 

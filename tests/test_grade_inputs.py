@@ -231,8 +231,8 @@ def test_files_that_are_not_notebooks_are_ignored_and_listed(batch):
 def test_a_student_folder_without_a_notebook_is_told_so(batch):
     out, printed, _ = batch
     output = _results(out, "carol")["output"]
-    assert "No notebook (.ipynb file) was found in your submission, only: report.pdf" in output
-    assert "No notebook" in _table_row(printed, "carol")
+    assert "No gradable notebook (.ipynb file) was found in your submission, only: report.pdf" in output
+    assert "No gradable notebook" in _table_row(printed, "carol")
 
 
 def test_a_zipped_notebook_over_the_size_limit_is_not_unpacked(batch):

@@ -137,7 +137,7 @@ def test_a_broken_submission_scores_zero_and_says_why(gradescope_root):
 
 def test_a_submission_without_a_notebook_is_told_so(gradescope_root):
     data = run_autograder(gradescope_root, {"toy.pdf": b"%PDF-1.4"})
-    assert data["score"] == 0.0 and "No notebook (.ipynb file) was found" in data["output"]
+    assert data["score"] == 0.0 and "No gradable notebook (.ipynb file) was found" in data["output"]
     assert all(t["status"] == "failed" for t in data["tests"])
 
 
