@@ -336,3 +336,21 @@ def test_build_from_settings_rejects_an_unknown_architecture():
     cfg = dataclasses.replace(SETTINGS["smoke"], architecture="glowy")
     with pytest.raises(ValueError, match="glow"):
         build_from_settings(cfg)
+
+
+def test_factor_out_split_of_the_recipe_benchmark_has_the_jacobians_logdet_and_inverts():
+    # benchmarks/flows_glow_recipe.py's Glow split: half the channels leave under a Gaussian prior
+    # computed from the other half, which goes on through a squeeze and more steps. On a 4x4x4
+    # input the logdet must be log|det| of the 64x64 Jacobian of the flattened output.
+    from benchmarks.flows_glow_recipe import FactorOut, glow_level
+
+    inner = [Squeeze(), *glow_level(8, 2, 8)]
+    model = _randomise(FlowModel([FactorOut(4, 8, inner)], (4, 4, 4)), seed=3, scale=0.3).double()
+    w = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    z, logdet = model._through_layers(w)
+    assert z.shape == (1, 64)
+    jac = torch.autograd.functional.jacobian(lambda f: model._through_layers(f.view_as(w))[0].reshape(-1),
+                                             w.reshape(-1))
+    assert abs(logdet.item()) > 0.1
+    assert abs(logdet.item() - torch.linalg.slogdet(jac)[1].item()) < LOGDET_TOL
+    assert torch.allclose(model.layers[0].inverse(z), w, atol=INVERSE_TOL, rtol=0)
