@@ -160,10 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fd", type=int, default=0, help="samples scored per temperature (0: none)")
     p.add_argument("--grids", type=Path)
     a = p.parse_args(argv)
-    rows = {r["name"]: r for r in (previous("flows_glow_recipe_cpu") or {}).get("rows", [])}
     for variant in a.variants:
         row = run(variant, a.budget, a.fd, a.grids)
         row["name"] = a.name if a.name and len(a.variants) == 1 else variant
+        # read just before writing, so that runs in parallel keep each other's rows
+        rows = {r["name"]: r for r in (previous("flows_glow_recipe_cpu") or {}).get("rows", [])}
         rows[row["name"]] = stamped(row)
         print(row, flush=True)
         write("flows_glow_recipe_cpu", {"profile": "cpu", "command": command(), "rows": list(rows.values())})
