@@ -731,7 +731,7 @@ def collect_single(folder: Path, assignment: str, student: str = "submission") -
     """The one notebook to grade among everything one student handed in (Gradescope's
     ``/autograder/submission``: a notebook, or a folder of files at any depth), picked by the
     rule of the module docstring; its notes always name the notebook graded."""
-    cands, others = [], []
+    cands, others, unread = [], [], []
     for top, dirs, files in os.walk(folder):
         here = Path(top)
         dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink())
@@ -739,6 +739,8 @@ def collect_single(folder: Path, assignment: str, student: str = "submission") -
             path = here / name
             rel = PurePosixPath(path.relative_to(folder).as_posix())
             if _ignored(rel):
+                if rel.suffix.lower() == ".ipynb":  # never dropped without a word (collect's rule)
+                    unread.append(f"{rel} ({_hidden_reason(rel)})")
                 continue
             if path.is_symlink() or not path.is_file():
                 others.append(f"{rel} (a symbolic link, not followed)")
@@ -751,10 +753,13 @@ def collect_single(folder: Path, assignment: str, student: str = "submission") -
                                        else "")
     if not cands:
         return Submission(student, folder, str(folder), (),
-                          messages.no_notebook(listed or "nothing"))
+                          messages.no_notebook(", ".join(filter(None, [listed, "; ".join(unread)]))
+                                               or "nothing"))
     chosen, notes = _pick(cands, assignment)
     if not notes:
         notes = [messages.graded_notebook(str(chosen.rel))]
     if others:
         notes.append(messages.not_notebooks(listed))
+    if unread:
+        notes.append(messages.notebooks_not_read("; ".join(unread)))
     return Submission(student, chosen.path, f"{folder}/{chosen.rel}", tuple(notes))

@@ -156,3 +156,23 @@ def test_the_end_of_the_batch_lists_what_was_not_graded(tmp_path, capsys):
         f"{folder}/.mathjax.ipynb", f"{folder}/bob.ipynb"}
     assert "ignored bob.ipynb" in (out / "bob" / "feedback.md").read_text()
     assert [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")] == ["bob"]
+
+
+def test_gradescope_single_submission_names_the_notebooks_it_does_not_read(tmp_path):
+    # Gradescope's one-student folder (collect_single) follows the same rule as a class folder:
+    # a hidden notebook or a checkpoint copy is named in the notes, never dropped silently.
+    sub = tmp_path / "submission"
+    (sub / ".ipynb_checkpoints").mkdir(parents=True)
+    shutil.copy(CORRECT, sub / "toy.ipynb")
+    shutil.copy(CORRECT, sub / ".ipynb_checkpoints" / "toy-checkpoint.ipynb")
+    shutil.copy(FIXME, sub / ".draft.ipynb")
+    got = submissions.collect_single(sub, "toy")
+    assert got.path == sub / "toy.ipynb" and got.problem is None
+    notes = " ".join(got.notes)
+    assert ".ipynb_checkpoints/toy-checkpoint.ipynb" in notes and ".draft.ipynb" in notes
+
+    only_hidden = tmp_path / "only_hidden"
+    only_hidden.mkdir()
+    shutil.copy(CORRECT, only_hidden / ".toy.ipynb")
+    got = submissions.collect_single(only_hidden, "toy")
+    assert got.problem is not None and ".toy.ipynb" in got.problem
