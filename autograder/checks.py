@@ -45,7 +45,7 @@ random state) is shared between them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from autograder.limited_json import refusal
 from autograder.verdicts import LimitsFormatError, judge, parse_limits
@@ -100,6 +100,9 @@ class Verdict:
     status: str            # "passed", "failed" (an assertion), "error" (bad measurements)
     message: str = ""
     fraction: float = 1.0
+    #: Numbers the check's source writes, which its message may show as they are
+    #: (:func:`autograder.messages.verdict_text`).
+    keep: frozenset = field(default_factory=frozenset)
 
 
 #: Key a refused payload carries instead of values (see :func:`refused_payload`).
@@ -126,5 +129,7 @@ def run_verdict(parts: CheckParts, payloads: list, timeout: float | None = None)
     if not payloads:
         return Verdict("error", "the check sent no measurements to the grader: something in "
                        "your notebook stopped it or replaced how it reports", 0.0)
+    from autograder.messages import literals  # messages imports this module's users
+
     status, message, fraction = judge(parts.setup, parts.verdict, payloads, limits, timeout)
-    return Verdict(status, message, fraction)
+    return Verdict(status, message, fraction, literals(parts.setup + parts.verdict))

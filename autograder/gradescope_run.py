@@ -63,7 +63,7 @@ def _write(path: Path, data: dict) -> None:
 
 def provisional(reason: str, started: float) -> dict:
     """Results that say grading did not finish (written first, replaced at the end)."""
-    return {"score": 0.0, "execution_time": round(time.time() - started, 2),
+    return {"score": 0.0, "execution_time": messages.coarse_seconds(time.time() - started),
             "output": f"**Not graded:** {reason}", "output_format": "md",
             "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
 
@@ -122,7 +122,7 @@ def gradescope_results(graded: dict, notes: list[str], visibility: str,
     rest = [line for line in rest if line != messages.OUTSIDE_SANDBOX]
     shown = [summary] if visibility == "visible" else []
     body = [*shown, "", *[f"- {line}" for line in [*notes, *rest]]]
-    return {"score": float(graded["score"]), "execution_time": round(seconds, 2),
+    return {"score": float(graded["score"]), "execution_time": messages.coarse_seconds(seconds),
             "output": "\n".join(body).strip() + "\n", "output_format": "md",
             "test_output_format": "md", "visibility": "visible",
             "stdout_visibility": "hidden", "tests": tests,

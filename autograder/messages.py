@@ -12,8 +12,9 @@ from a hidden check (its inputs, names, constants): text from the kernel reaches
 only here, in :func:`describe_cell`, which once any hidden check has run shows an exception's type
 and never its message (the code may have kept what it read in a global and raise it from a later
 cell of its own); a cell's printed output and warnings never reach it. A verdict's message goes
-through :func:`verdict_text`, which writes every number in it with two significant figures
-(:func:`figures`), so that no number the student's code returned comes back at full precision.
+through :func:`verdict_text`, which tells every number in it that the check did not write or mark
+as its own by its sign and decade only (:func:`decade`), so that a number the student's code
+returned carries at most 6 bits back.
 """
 
 from __future__ import annotations
@@ -109,18 +110,101 @@ def figures(x) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def verdict_text(text: str, secret: list[str]) -> str:
-    """A verdict's message as the feedback shows it: redacted (:func:`redact`), and every number
-    with a decimal point or an exponent in it written with at most two significant figures
-    (:func:`figures`): a verdict echoes what the student's code returned, which may carry what
-    that code read from the check, and must not give away the check's reference values."""
-    def shorter(m: re.Match) -> str:
-        try:
-            return figures(m.group(0))
-        except (ValueError, OverflowError):
-            return m.group(0)
+#: The marks around text a verdict tells as it is (:func:`told`): a constant of the check, never a
+#: value the student's code chose. Private-use characters: no observation can carry them
+#: (:func:`autograder.observe.decode` refuses strings that hold them).
+TOLD_OPEN, TOLD_CLOSE = "\ue000", "\ue001"
+_TOLD = re.compile(f"{TOLD_OPEN}([^{TOLD_OPEN}{TOLD_CLOSE}]*){TOLD_CLOSE}")
+#: Any number in a message: integers too (a student's code can choose 784 as well as 0.784).
+_ANY_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w]|\.\d)")
+#: Whole numbers up to this size are shown as they are (dimensions, counts, steps): 5 bits.
+SMALL_INT = 16
+#: Magnitudes a message tells by their decade; beyond them only which bound they pass.
+ECHO_LOW, ECHO_HIGH = 1e-6, 1e6
 
-    return _NUMBER.sub(shorter, redact(text, secret))
+
+def told(x) -> str:
+    """``x`` (a number, or a text such as a shape) marked as one of the check's own constants, which
+    a verdict's message may show as it is (a threshold read from a results file, an expected shape).
+    Never mark a value computed from what the student's code returned."""
+    return f"{TOLD_OPEN}{x}{TOLD_CLOSE}"
+
+
+def decade(x) -> str:
+    """A number the feedback was not told it may show, as it shows it: its sign and decade
+    (``0.37`` is ``between 0.1 and 1``), 0, a power of ten, or which of the bounds 1e-06 and
+    1e+06 its size passes; nan and infinities as Python writes them. About 30 texts in all, so a
+    number carries at most 6 bits, whatever the student's code made it. A fixed point: the
+    numbers in its output are powers of ten, which it leaves as they are."""
+    x = float(x)
+    if not math.isfinite(x) or x == 0:
+        return repr(x) if not math.isfinite(x) else "0"
+    size, sign = abs(x), "-" if x < 0 else ""
+    if size < ECHO_LOW:
+        return f"{'a negative' if x < 0 else 'a'} number less than {ECHO_LOW:g} in size"
+    if size > ECHO_HIGH:
+        return f"{'a negative' if x < 0 else 'a'} number more than {ECHO_HIGH:g} in size"
+    low = 10.0 ** math.floor(math.log10(size))
+    if low * 10 <= size:  # log10 rounding at an exact power of ten
+        low *= 10
+    if size == low:
+        return f"{sign}{low:g}"
+    ends = (f"{low:g}", f"{low * 10:g}") if x > 0 else (f"-{low * 10:g}", f"-{low:g}")
+    return f"between {ends[0]} and {ends[1]}"
+
+
+def _kept(token: str, keep: frozenset[float]) -> bool:
+    try:
+        x = float(token)
+    except ValueError:
+        return False
+    if x in keep or (x == int(x) and abs(x) <= SMALL_INT and "e" not in token.lower()):
+        return True
+    size = abs(x)
+    return ECHO_LOW <= size <= ECHO_HIGH and 10.0 ** round(math.log10(size)) == size
+
+
+def literals(source: str) -> frozenset[float]:
+    """The numbers written in a check's source (its setup and verdict): what its messages may
+    show as they are, besides what it marks with :func:`told`."""
+    out = set()
+    for m in _ANY_NUMBER.finditer(source):
+        try:
+            out.add(float(m.group(0).lstrip("+-")))
+        except ValueError:
+            pass
+    return frozenset(out | {-x for x in out})
+
+
+def verdict_text(text: str, secret: list[str], keep: frozenset[float] = frozenset()) -> str:
+    """A verdict's message as the feedback shows it: redacted (:func:`redact`), with every number
+    in it that the check did not write in its source (``keep``, :func:`literals`) or mark with
+    :func:`told`, and that is not a whole number up to :data:`SMALL_INT` or a power of ten,
+    told by its decade (:func:`decade`). Default-deny: a verdict echoes what the student's code
+    returned, which may carry what that code read from the check (red team round 5 read a hidden
+    check's source back through echoed numbers at two significant figures, 11 bits each), and
+    must not give away the check's reference values."""
+    def shown(m: re.Match) -> str:
+        token = m.group(0)
+        try:
+            return token if _kept(token, keep) else decade(float(token))
+        except (ValueError, OverflowError):
+            return token
+
+    parts = _TOLD.split(redact(text, secret))  # even: free text, odd: told constants
+    return "".join(p if i % 2 else _ANY_NUMBER.sub(shown, p.replace(TOLD_OPEN, "").replace(TOLD_CLOSE, ""))
+                   for i, p in enumerate(parts))
+
+
+#: The step a time a student sees is rounded up to, in seconds: a notebook's run time is a channel
+#: too (red team round 5 slept after a hidden check to tell 8 bits by Gradescope's execution time).
+TIME_STEP = 60
+
+
+def coarse_seconds(seconds: float) -> int:
+    """A run's wall time as a student's results show it: rounded up to whole minutes (at most 6
+    bits for the longest notebook budget). The exact times stay in the instructor's log."""
+    return TIME_STEP * max(1, math.ceil(float(seconds) / TIME_STEP))
 
 
 def exception_name(ename: str | None) -> str:

@@ -38,6 +38,8 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from autograder import messages
+
 PENDING = "pending"
 
 
@@ -136,7 +138,7 @@ def gradescope_json(res: StudentResult) -> dict:
     return {
         "score": float(res.auto_score),
         "max_score": float(res.auto_max),
-        "execution_time": round(res.timings.get("wall_s", 0.0), 2),
+        "execution_time": messages.coarse_seconds(res.timings.get("wall_s", 0.0)),
         "output": "\n".join([summary, *res.notes]),
         "visibility": "visible",
         "stdout_visibility": "hidden",

@@ -129,7 +129,7 @@ def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str
         if msg is None:
             verdict = verdicts.get(hid, NOT_JUDGED)
             fraction = float(verdict.fraction)
-            text = messages.verdict_text(verdict.message or "", secret)
+            text = messages.verdict_text(verdict.message or "", secret, verdict.keep)
             if verdict.status != "passed":
                 fraction = 0.0
                 msg = (messages.check_not_attempted(label) if "NotImplementedError" in text

@@ -8,10 +8,12 @@ verdict passes its own setup's inputs, so that the check reads the same as when 
 ``shape_of``, ``scalar``        what an observed value is: a shape of small ints (or its kind), one number or None.
 ``describe``, ``raised``        what a message may echo of an observed value, or of the exception the kernel
                                 recorded: shapes, dtypes and numbers, never text the notebook chose.
-``num``, ``off``,               how a message writes a number the student's code returned (two significant
-``error_band``                  figures, :func:`autograder.messages.figures`) and how far it is from the
-                                check's reference value (a band of the error on a fixed four-step ladder,
-                                and its direction), never that value itself nor the error's digits.
+``num``, ``off``,               how a message writes a number the student's code returned (its sign and
+``error_band``, ``beyond``,     decade, :func:`autograder.messages.decade`), how far it is from the check's
+``told``                        reference value (a band of the error on a fixed four-step ladder, and its
+                                direction), or how far outside a threshold a measurement is, never that
+                                value itself nor the error's digits; ``told`` marks a number of the check's
+                                own (a threshold) that a message may show as it is.
 ``torch_intact``,               the training checks' guards: whether the kernel's torch computed what the
 ``judge_standin_loop``          grader's does on fixed inputs, and whether the student's training loop,
                                 run in the kernel on a tiny model with a stand-in objective swapped in,
@@ -32,7 +34,8 @@ import numbers
 
 import torch
 
-from autograder.messages import figures as num
+from autograder.messages import decade as num
+from autograder.messages import told
 from dgm.homework import WeightsError, mlp_forward, mlp_layers
 
 #: A shape a message echoes has at most MAX_DIMS dimensions, each smaller than SMALL_DIM, and
@@ -118,6 +121,21 @@ def off(got, want, what: str = "it") -> str:
     bias = "too high on average" if err.mean().item() > 0 else "too low on average"
     scale = " of the largest expected entry" if size > 1e-12 else ""
     return f"{what} is off by {error_band(worst, size)}{scale} at worst ({bias})"
+
+
+def beyond(x, lo=None, hi=None) -> str:
+    """Where a measurement ``x`` of the student's work (bits/dim, FD, a loss) lies against the
+    check's bounds ``lo`` and ``hi`` (either may be None), for a message: "within the bounds", or
+    how far above ``hi`` or below ``lo`` it is as a band of the bound's size (:func:`error_band`),
+    with the bound itself (a constant of the check, :func:`told`). Never ``x``'s digits."""
+    x = float(x)
+    if not math.isfinite(x):
+        return "not a finite number"
+    if hi is not None and x > hi:
+        return f"{error_band(x - hi, abs(hi))} above {told(f'{hi:g}')}"
+    if lo is not None and x < lo:
+        return f"{error_band(lo - x, abs(lo))} below {told(f'{lo:g}')}"
+    return "within the bounds"
 
 
 def describe(v) -> str:

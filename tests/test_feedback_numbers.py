@@ -3,9 +3,9 @@
 A hidden check's verdict on a wrong answer says how far off it is (the band of its relative or
 absolute error on a fixed four-step ladder, and its direction: ``autograder.verdict_helpers.off``;
 tests/test_verdict_error_bands.py), never the
-reference value for the check's inputs; any number the student's code returned comes back with at
-most two significant figures (``autograder.messages.figures``, which ``verdict_text`` applies to
-every verdict message). Wrong toy submissions are graded and their feedback scanned; the forgery
+reference value for the check's inputs; any number the student's code returned comes back as its
+sign and decade (``autograder.messages.decade``, which ``verdict_text`` applies to every number
+of a verdict message that the check did not write in its source or mark with ``told``). Wrong toy submissions are graded and their feedback scanned; the forgery
 tests scan theirs (tests/test_forgery.py) with the same scanner.
 """
 
@@ -49,10 +49,13 @@ def test_the_scanner_finds_what_it_looks_for():
     assert numbers_near("expected 0.31, got -0.31", [0.3093]) == ["0.31"]
 
 
-def test_every_number_in_a_verdict_message_has_two_significant_figures():
-    text = messages.verdict_text("expected 1104.243, got 1105.243 (error 1e-05), shape (3, 784), p = 0.012345", [])
-    assert text == "expected 1100, got 1100 (error 1.0e-05), shape (3, 784), p = 0.012"
-    assert not precise_numbers(text)
+def test_a_verdict_message_tells_free_numbers_by_their_decade_and_its_own_constants_as_they_are():
+    keep = messages.literals("x = torch.randn(3, 784)\nassert err < 1e-05 and loss <= 266.7")
+    text = messages.verdict_text("expected 1104.243, got 1105.243 (error 1e-05), shape (3, 784), p = 0.012345, "
+                                 f"limit 266.7, band {messages.told('0.0625')}, 12 steps", [], keep)
+    assert text == ("expected between 1000 and 10000, got between 1000 and 10000 (error 1e-05), shape (3, 784), "
+                    "p = between 0.01 and 0.1, limit 266.7, band 0.0625, 12 steps")
+    assert messages.verdict_text("shape (3, 784)", []) == "shape (3, between 100 and 1000)"  # not written: told by decade
 
 
 def test_wrong_answers_are_told_how_far_off_they_are_not_the_reference(graded_wrong):

@@ -17,7 +17,7 @@ import re
 import pytest
 import torch
 
-from autograder.messages import figures, verdict_text
+from autograder.messages import decade, figures, verdict_text
 from autograder.verdict_helpers import RELATIVE_BANDS, error_band, off
 
 WANT = 0.731  # a reference value; any positive one gives the same messages
@@ -84,10 +84,14 @@ def test_extreme_values_give_one_plain_sentence(got, want):
     assert verdict_text(text, []) == text  # writing the numbers again changes nothing
 
 
-@pytest.mark.parametrize("x", [1e12, 1.04e12, 2.2e13, -1e300, 1e-12, 3e-13, -1e-300, 0.5, 1105.2])
+@pytest.mark.parametrize("x", [1e12, 1.04e12, 2.2e13, -1e300, 1e-12, 3e-13, -1e-300, 0.5, 1105.2, 1e6,
+                               -1e-6, 10.0, 0.1, 17, 99999.0])
 def test_the_feedback_writes_an_echoed_number_once_and_for_all(x):
-    """verdict_text writes every number of a message with two figures: figures' own words for a
-    number beyond the bounds must come through it unchanged, never nested."""
-    text = f"got {figures(x)} for the loss"
+    """verdict_text tells every free number of a message by its decade: decade's own words (their
+    numbers are powers of ten) must come through it unchanged, never nested; a number written in
+    figures comes back as text that writing again leaves as it is."""
+    text = f"got {decade(x)} for the loss"
     assert verdict_text(text, []) == text
     assert text.count("number") <= 1
+    once = verdict_text(f"got {figures(x)} for the loss", [])
+    assert verdict_text(once, []) == once
