@@ -201,10 +201,10 @@ def verdict_text(text: str, secret: list[str], keep: frozenset[float] = frozense
 TIME_STEP = 60
 
 
-def coarse_seconds(seconds: float) -> int:
+def coarse_seconds(seconds: float) -> float:
     """A run's wall time as a student's results show it: rounded up to whole minutes (at most 6
     bits for the longest notebook budget). The exact times stay in the instructor's log."""
-    return TIME_STEP * max(1, math.ceil(float(seconds) / TIME_STEP))
+    return float(TIME_STEP * max(1, math.ceil(float(seconds) / TIME_STEP)))
 
 
 def exception_name(ename: str | None) -> str:

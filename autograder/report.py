@@ -32,6 +32,7 @@ import html
 import io
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Collection
@@ -184,8 +185,18 @@ def feedback_markdown(res: StudentResult) -> str:
                       ""]
             lines += [f"- {m}" for m in item.messages]
             answer = res.written_answers.get(item.item, "").strip()
-            lines += [""] + ["> " + line for line in answer.splitlines()] + [""]
+            lines += [""] + ["> " + _no_heading(line) for line in answer.splitlines()] + [""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+_HEADING = re.compile(r"^( {0,3})(#{1,6}(?:[ \t]|$)|=+[ \t]*$|-+[ \t]*$)")
+
+
+def _no_heading(line: str) -> str:
+    """A line of a student's written answer that cannot render as a heading in the feedback (a
+    heading "Exercise 9 (100 / 100 points)" would read like the grader's own): a leading ``#``
+    and a setext underline (``===``, ``---``) are escaped; other Markdown and math stay."""
+    return _HEADING.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", line)
 
 
 #: The course's MathJax (``make install`` puts it there, as for the book): copied once into the
@@ -194,7 +205,8 @@ MATHJAX_SOURCE = Path(__file__).resolve().parent.parent / "book" / "_static" / "
 MATHJAX_DIR = ".mathjax"  # hidden: every other folder in the output is a student
 _MATHJAX_LOCK = threading.Lock()
 _MATHJAX_CONFIG = ("window.MathJax={tex:{inlineMath:[['\\\\(','\\\\)']],"
-                   "displayMath:[['\\\\[','\\\\]']]},options:{enableMenu:false}};")
+                   "displayMath:[['\\\\[','\\\\]']]},options:{enableMenu:false},"
+                   "loader:{load:['ui/safe']}};")  # safe: no \\href{javascript:...} in an answer
 
 
 def render_markdown(text: str) -> str:

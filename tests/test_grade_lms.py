@@ -226,6 +226,21 @@ def test_feedback_html_keeps_the_tex_for_mathjax_and_loads_it_offline(tmp_path):
         assert (tmp_path / ".mathjax" / "tex-chtml.js").is_file()
 
 
+def test_a_written_answer_cannot_pose_as_the_graders_own_headings_or_run_script():
+    """Red team round 5: '## Exercise 9: bonus (100 / 100 points)' in an answer rendered as a
+    heading of the page, and MathJax turned \\href{javascript:...} into a live link."""
+    answer = "## Exercise 9: bonus (100 / 100 points)\nAll correct\n---\nmy $x^2$ answer\n- a list"
+    res = StudentResult("s", "toy", [ItemResult("explain", "written", 2.0, None)], [],
+                        {"explain": answer}, "smoke", "cpu", {})
+    page = report.render_markdown(report.feedback_markdown(res))
+    assert "Exercise 9: bonus" in page and "<h2>Exercise 9" not in page
+    assert page.count("<h2>") == 1 and "<h3>" in page  # the grader's own: "Written answers" and the item
+    assert r"\(x^2\)" in page and "<li>a list</li>" in page  # math and lists still render
+    assert "ui/safe" in report._MATHJAX_CONFIG  # MathJax's safe extension drops javascript: links
+    if (report.MATHJAX_SOURCE / "tex-chtml.js").is_file():
+        assert (report.MATHJAX_SOURCE / "ui" / "safe.js").is_file()
+
+
 def test_the_summary_shows_written_points_typed_into_the_gradebook(tmp_path):
     res = _student(tmp_path, "alice", 3.0)
     assert "pending" in report.summary_table([res])
