@@ -135,21 +135,21 @@ def decade(x) -> str:
     (``0.37`` is ``between 0.1 and 1``), 0, a power of ten, or which of the bounds 1e-06 and
     1e+06 its size passes; nan and infinities as Python writes them. About 30 texts in all, so a
     number carries at most 6 bits, whatever the student's code made it. A fixed point: the
-    numbers in its output are powers of ten, which it leaves as they are."""
+    numbers in its output are powers of ten, written as :func:`figures` writes them."""
     x = float(x)
     if not math.isfinite(x) or x == 0:
         return repr(x) if not math.isfinite(x) else "0"
     size, sign = abs(x), "-" if x < 0 else ""
     if size < ECHO_LOW:
-        return f"{'a negative' if x < 0 else 'a'} number less than {ECHO_LOW:g} in size"
+        return f"{'a negative' if x < 0 else 'a'} number less than {figures(ECHO_LOW)} in size"
     if size > ECHO_HIGH:
-        return f"{'a negative' if x < 0 else 'a'} number more than {ECHO_HIGH:g} in size"
+        return f"{'a negative' if x < 0 else 'a'} number more than {figures(ECHO_HIGH)} in size"
     low = 10.0 ** math.floor(math.log10(size))
     if low * 10 <= size:  # log10 rounding at an exact power of ten
         low *= 10
     if size == low:
-        return f"{sign}{low:g}"
-    ends = (f"{low:g}", f"{low * 10:g}") if x > 0 else (f"-{low * 10:g}", f"-{low:g}")
+        return f"{sign}{figures(low)}"
+    ends = (figures(low), figures(low * 10)) if x > 0 else (f"-{figures(low * 10)}", f"-{figures(low)}")
     return f"between {ends[0]} and {ends[1]}"
 
 
@@ -180,19 +180,24 @@ def verdict_text(text: str, secret: list[str], keep: frozenset[float] = frozense
     """A verdict's message as the feedback shows it: redacted (:func:`redact`), with every number
     in it that the check did not write in its source (``keep``, :func:`literals`) or mark with
     :func:`told`, and that is not a whole number up to :data:`SMALL_INT` or a power of ten,
-    told by its decade (:func:`decade`). Default-deny: a verdict echoes what the student's code
+    told by its decade (:func:`decade`); the check's own numbers with two significant figures
+    (:func:`figures`: a threshold is told, not its last digits). Default-deny: a verdict echoes what the student's code
     returned, which may carry what that code read from the check (red team round 5 read a hidden
     check's source back through echoed numbers at two significant figures, 11 bits each), and
     must not give away the check's reference values."""
+    def written(token: str) -> str:  # a constant: with two significant figures, as ever
+        return figures(token) if _NUMBER.fullmatch(token) else token
+
     def shown(m: re.Match) -> str:
         token = m.group(0)
         try:
-            return token if _kept(token, keep) else decade(float(token))
+            return written(token) if _kept(token, keep) else decade(float(token))
         except (ValueError, OverflowError):
             return token
 
     parts = _TOLD.split(redact(text, secret))  # even: free text, odd: told constants
-    return "".join(p if i % 2 else _ANY_NUMBER.sub(shown, p.replace(TOLD_OPEN, "").replace(TOLD_CLOSE, ""))
+    return "".join(_NUMBER.sub(lambda m: written(m.group(0)), p) if i % 2
+                   else _ANY_NUMBER.sub(shown, p.replace(TOLD_OPEN, "").replace(TOLD_CLOSE, ""))
                    for i, p in enumerate(parts))
 
 

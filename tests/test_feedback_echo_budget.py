@@ -46,7 +46,7 @@ def test_any_number_a_message_echoes_carries_at_most_six_bits(fmt):
 def test_the_checks_own_numbers_and_small_counts_are_shown_as_they_are():
     keep = messages.literals('BANDS = {"cpu": (0.0, 266.7)}\nx = torch.randn(64, 784)')
     assert messages.verdict_text("expected [0.0, 266.7], got 301.25 on 64 x 784 images, 3 steps", [], keep) == (
-        "expected [0.0, 266.7], got between 100 and 1000 on 64 x 784 images, 3 steps")
+        "expected [0, 270], got between 100 and 1000 on 64 x 784 images, 3 steps")  # constants: two figures
     assert messages.verdict_text(f"at most {messages.told('0.19')}, got 0.27", []) == (
         "at most 0.19, got between 0.1 and 1")
     assert messages.verdict_text("got 784 and 17", []) == "got between 100 and 1000 and between 10 and 100"

@@ -53,8 +53,9 @@ def test_a_verdict_message_tells_free_numbers_by_their_decade_and_its_own_consta
     keep = messages.literals("x = torch.randn(3, 784)\nassert err < 1e-05 and loss <= 266.7")
     text = messages.verdict_text("expected 1104.243, got 1105.243 (error 1e-05), shape (3, 784), p = 0.012345, "
                                  f"limit 266.7, band {messages.told('0.0625')}, 12 steps", [], keep)
-    assert text == ("expected between 1000 and 10000, got between 1000 and 10000 (error 1e-05), shape (3, 784), "
-                    "p = between 0.01 and 0.1, limit 266.7, band 0.0625, 12 steps")
+    assert text == ("expected between 1000 and 10000, got between 1000 and 10000 (error 1.0e-05), shape (3, 784), "
+                    "p = between 0.01 and 0.1, limit 270, band 0.062, 12 steps")  # constants: two figures
+    assert not precise_numbers(text)
     assert messages.verdict_text("shape (3, 784)", []) == "shape (3, between 100 and 1000)"  # not written: told by decade
 
 
