@@ -312,8 +312,13 @@ def graded_cell(cid: str) -> str:
     return f"Your cell `{cid}`"
 
 
-def selfcheck_cell(cid: str) -> str:
-    return f"Self-check `{cid}`"
+def selfcheck_cell(cid: str, first_line: str = "") -> str:
+    """A self-check as the student finds it in the notebook: by its first line (the course's
+    text, e.g. "# Self-check: for x = 0.5 ..."), since Jupyter does not show a cell's id."""
+    line = " ".join(first_line.split()).strip("#\"' ")
+    if not line:
+        return f"Self-check `{cid}`"
+    return f"The self-check \"{line if len(line) <= 60 else line[:57] + '...'}\""
 
 
 def check_label(n: int, total: int, points: float) -> str:

@@ -16,7 +16,7 @@ from autograder import messages
 from autograder.checks import Verdict
 from autograder.execute import CellRecord
 from autograder.merge import MergeResult
-from autograder.notebook_format import Item, cell_id, cell_meta
+from autograder.notebook_format import Item, cell_id, cell_meta, source_text
 from autograder.release import ANSWER_PLACEHOLDER
 from autograder.report import ItemResult
 
@@ -112,7 +112,9 @@ def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str
     for sid in item.selfchecks:
         rec = records.get(sid)
         if rec is not None and rec.status == "failed":
-            msg = messages.describe_cell(rec, messages.selfcheck_cell(sid), timeout, secret,
+            first = next((source_text(c).strip().splitlines() or [""])[0]
+                         for c in merged.notebook.cells if cell_id(c) == sid)
+            msg = messages.describe_cell(rec, messages.selfcheck_cell(sid, first), timeout, secret,
                                          after_hidden=sid in late)
             if messages.NOT_DONE not in msg and not (broken and rec.ename == "NameError"):
                 msgs.append(msg)
