@@ -14,8 +14,8 @@ A SUBMISSION is a notebook, a folder of notebooks or an LMS zip export
 (:mod:`autograder.submissions`). The command line becomes one frozen
 :class:`autograder.config.GradeConfig`; :mod:`autograder.pipeline` grades the batch, stage by
 stage: collect, inspect, merge, run, judge, score, report, record. It writes
-``DIR/<student>/results.json`` (Gradescope), ``feedback.md``/``.html``, ``executed.ipynb``
-(instructor only: it holds the hidden checks), ``DIR/gradebook.csv`` and
+``DIR/<student>/results.json`` (Gradescope), ``feedback.md``/``.html``,
+``DIR/.instructor/<student>/executed.ipynb`` (instructor only: it holds the hidden checks), ``DIR/gradebook.csv`` and
 ``DIR/grader.log.jsonl``, the run log; a rerun on the same DIR skips students already graded
 (:mod:`autograder.state`); and the gradebook for a learning platform, ``DIR/canvas_gradebook.csv``
 and ``DIR/grades.csv`` (:mod:`autograder.lms`).

@@ -275,13 +275,13 @@ def describe_cell(rec, what: str, timeout: float, secret: list[str],
     if ename == "NotImplementedError":
         return f"{what} raised NotImplementedError. {NOT_DONE}"
     if hidden:
-        return hidden_exception(what, ename)
+        return hidden_exception(what)
     if after_hidden:
         from autograder.sandbox import denied_messages
 
-        if ename == "ImportError" and rec.evalue in denied_messages():  # the grader's own words
-            return f"{what} raised ImportError: {rec.evalue}"
-        return own_exception_after_hidden(what, ename)
+        if rec.ename == "ImportError" and rec.evalue in denied_messages():  # which import: not told
+            return IMPORT_REFUSED_AFTER_HIDDEN.format(what=what)
+        return own_exception_after_hidden(what)
     evalue = exception_message(rec.evalue, secret)
     if ename == "AssertionError":
         return f"{what} failed: {evalue}" if evalue else f"{what} failed (no message)."
@@ -294,18 +294,30 @@ NAME_HINT = ("Did the cell that defines it run without errors, and does it keep 
              "notebook asks for?")
 
 
-def hidden_exception(what: str, ename: str) -> str:
-    hint = f" {NAME_HINT}" if ename == "NameError" else ""
-    return (f"{what}: your code raised {ename} when the check called it.{hint} The message is "
-            "not shown, since it could carry the check's hidden inputs: call your code on "
-            "inputs of your own (the self-check's, say) to see it.")
+#: Once a hidden check has run, the student's code may hold what it read there (its inputs, or
+#: the check's source through an IPython hook): an exception's type (one of about 64 names, 6
+#: bits; red team round 6 sent 66 bits out per submission that way at full marks) and message are
+#: chosen by that code, so the feedback says only that one was raised.
+NOT_SHOWN_AFTER_HIDDEN = ("Its type and message are not shown: the cell ran after a hidden check, "
+                          "and from then on your code could choose them from what it saw there")
 
 
-def own_exception_after_hidden(what: str, ename: str) -> str:
-    hint = f" {NAME_HINT}" if ename == "NameError" else ""
-    return (f"{what} raised {ename}.{hint} Its message is not shown: the cell ran after a hidden "
-            "check, and text your code makes from then on could carry the check's inputs (run "
-            "the cell in your own notebook to read it).")
+def hidden_exception(what: str) -> str:
+    return (f"{what}: your code raised an exception when the check called it. Its type and message "
+            "are not shown, since your code could choose them from the check's hidden inputs: call "
+            "your code on inputs of your own (the self-check's, say) to see it.")
+
+
+def own_exception_after_hidden(what: str) -> str:
+    return (f"{what} raised an exception. {NOT_SHOWN_AFTER_HIDDEN} (run the cell in your own "
+            "notebook to read them).")
+
+
+IMPORT_REFUSED_AFTER_HIDDEN = (
+    "{what} imported a module the grader refuses (a graded notebook may import only the course "
+    "package's helpers, not the modules that implement what the homework asks for). Which one is "
+    "not shown: the cell ran after a hidden check (run the cell in your own notebook to read the "
+    "message).")
 
 
 def graded_cell(cid: str) -> str:

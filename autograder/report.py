@@ -205,8 +205,9 @@ MATHJAX_SOURCE = Path(__file__).resolve().parent.parent / "book" / "_static" / "
 MATHJAX_DIR = ".mathjax"  # hidden: every other folder in the output is a student
 _MATHJAX_LOCK = threading.Lock()
 _MATHJAX_CONFIG = ("window.MathJax={tex:{inlineMath:[['\\\\(','\\\\)']],"
-                   "displayMath:[['\\\\[','\\\\]']]},options:{enableMenu:false},"
-                   "loader:{load:['ui/safe']}};")  # safe: no \\href{javascript:...} in an answer
+                   "displayMath:[['\\\\[','\\\\]']]},options:{enableMenu:false,safeOptions:{allow:"
+                   "{URLs:'none',classes:'none',cssIDs:'none',styles:'none'}}},"
+                   "loader:{load:['ui/safe']}};")  # safe: no \\href, \\style or \\class in an answer
 
 
 def render_markdown(text: str) -> str:
@@ -219,6 +220,9 @@ def render_markdown(text: str) -> str:
     except ImportError:  # keep the grader usable without markdown-it
         return f"<pre>{html.escape(text)}</pre>"
     md = MarkdownIt("commonmark", {"html": False}).use(dollarmath_plugin, double_inline=True)
+    # no images (a page that fetches a URL when opened tracks its reader and is not offline) and
+    # no links (a student's answer must not link a reader elsewhere): both stay as their text
+    md.disable(["image", "link", "autolink"])
     md.add_render_rule("math_inline", lambda self, tokens, idx, options, env:
                        f'<span class="math">\\({html.escape(tokens[idx].content)}\\)</span>')
     md.add_render_rule("math_inline_double", lambda self, tokens, idx, options, env:
@@ -269,9 +273,22 @@ def results_json_text(res: StudentResult, extra: dict | None = None) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
+#: Where the executed notebooks go, away from the students' folders (a student's folder is what
+#: an instructor hands out; the executed notebook holds the hidden checks): ``out/.instructor/``.
+INSTRUCTOR_DIR = ".instructor"
+
+
+def executed_copy(student_folder: Path) -> Path:
+    """The instructors' executed notebook of the student whose folder is ``student_folder``
+    (``out/<student>``): ``out/.instructor/<student>/executed.ipynb``."""
+    student_folder = Path(student_folder)
+    return student_folder.parent / INSTRUCTOR_DIR / student_folder.name / "executed.ipynb"
+
+
 def write_student(out: Path, res: StudentResult, executed=None, extra: dict | None = None,
                   ) -> None:
-    """Write ``out/<student>/`` (results.json, feedback.md, feedback.html, executed.ipynb);
+    """Write ``out/<student>/`` (results.json, feedback.md, feedback.html) and the executed
+    notebook (:func:`executed_copy`, instructors only);
     ``extra`` is added to results.json's ``extra_data`` (the grader's fingerprint)."""
     folder = out / res.student
     atomic_write(folder / "results.json", results_json_text(res, extra))
@@ -282,15 +299,16 @@ def write_student(out: Path, res: StudentResult, executed=None, extra: dict | No
     if executed is not None:
         import nbformat
 
-        atomic_write(folder / "executed.ipynb", nbformat.writes(executed))
+        executed_copy(folder).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(executed_copy(folder), nbformat.writes(executed))
 
 
 def write_report(out: Path, res: StudentResult, executed=None) -> None:
-    """The *report* stage: write ``out/<student>/`` for this grading. An ``executed.ipynb`` left
+    """The *report* stage: write ``out/<student>/`` for this grading. An executed notebook left
     by an earlier grading of the student is removed when this one ran nothing."""
     write_student(out, res, executed)
     if executed is None:
-        (out / res.student / "executed.ipynb").unlink(missing_ok=True)
+        executed_copy(out / res.student).unlink(missing_ok=True)
 
 
 def _read_results(out: Path, assignment: str) -> list[dict]:

@@ -165,17 +165,17 @@ def describe(v) -> str:
 
 
 def raised(v) -> str:
-    """The exception a hidden check's kernel side recorded (autograder.observe.shown_exception), when it is
-    one that function can write; any other text (a kernel that replaced it) is not echoed."""
-    import builtins
+    """The exception a hidden check's kernel side recorded (autograder.observe.shown_exception), for a
+    message: "NotImplementedError" (the exercise is not done), else "an exception". Its type is not
+    told: the student's code chose it after seeing the check (red team round 6 sent 6 bits per
+    exception out through its type's name)."""
     import re
 
-    from autograder.observe import LIBRARY_EXCEPTIONS, NOTEBOOK_EXCEPTION
+    from autograder.observe import NOTEBOOK_EXCEPTION
 
-    names = {n for n, o in vars(builtins).items() if isinstance(o, type) and issubclass(o, BaseException)}
     phrase = re.fullmatch(re.escape(NOTEBOOK_EXCEPTION).replace(re.escape("{base}"), r"(\w+)"), str(v))
-    if isinstance(v, str) and (v in names or v in LIBRARY_EXCEPTIONS or (phrase and phrase.group(1) in names)):
-        return v
+    if v == "NotImplementedError" or (phrase and phrase.group(1) == "NotImplementedError"):
+        return "NotImplementedError"
     return "an exception"
 
 

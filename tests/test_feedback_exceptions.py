@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.report import executed_copy
 from autograder import grade, merge, messages, scoring
 from autograder.checks import Verdict
 from autograder.execute import CellRecord
@@ -58,37 +59,42 @@ def test_a_hidden_checks_exception_shows_only_its_type():
     items = _scored({"toy-kl-hidden": CellRecord("toy-kl-hidden", "failed", ename="ValueError",
                                                  evalue=leak)})
     text = " ".join(items["kl"].messages)
-    assert "raised ValueError when the check called it" in text
+    assert "raised an exception when the check called it" in text and "ValueError" not in text
     assert "0.5, -1.0" not in text and "_inputs" not in text
     assert items["kl"].score == 1.0  # the other check of the item still counts
 
 
-def test_an_own_cell_after_a_hidden_check_shows_only_its_type():
+def test_an_own_cell_after_a_hidden_check_shows_neither_type_nor_message():
     # toy-alpha-bar and its self-check come after the kl item's hidden checks: what they raise could
-    # be what kl_std_normal kept from a check's frame
+    # be what kl_std_normal kept from a check's frame; red team round 6 chose the exception's type
+    # (one of 64) from the hidden source read by an IPython hook, 6 bits per cell
     leak = "LEAK (0.5, -1.0), (-1.2, 0.7), (2.0, 0.0) _inputs"
     items = _scored({"toy-alpha-bar": CellRecord("toy-alpha-bar", "failed", ename="ValueError", evalue=leak),
                      "toy-alpha-bar-check": CellRecord("toy-alpha-bar-check", "failed",
                                                        ename="AssertionError", evalue=leak)})
     text = " ".join(items["alpha_bar"].messages)
-    assert "Your cell `toy-alpha-bar` raised ValueError" in text
+    assert "Your cell `toy-alpha-bar` raised an exception" in text and "ValueError" not in text
     # named by its first line, which the student sees (Jupyter does not show a cell's id)
-    assert 'The self-check "Claim: the schedule has one entry per step' in text and "AssertionError" in text
+    assert 'The self-check "Claim: the schedule has one entry per step' in text and "AssertionError" not in text
+    for ename in ("DeprecationWarning", "BlockingIOError", "torch.OutOfMemoryError", "KeyError"):
+        other = _scored({"toy-alpha-bar": CellRecord("toy-alpha-bar", "failed", ename=ename, evalue=leak)})
+        assert other["alpha_bar"].messages == items["alpha_bar"].messages[:len(other["alpha_bar"].messages)]
     assert "LEAK" not in text and "0.5, -1.0" not in text and "_inputs" not in text
 
 
-def test_after_a_hidden_check_only_the_graders_own_import_refusal_is_shown_in_full():
+def test_after_a_hidden_check_an_import_refusal_is_told_but_not_which():
     from autograder.sandbox import denied_messages
 
     refusal = sorted(denied_messages())[0]
-    forged = refusal.replace("cannot", "LEAK 0.5 cannot")
+    forged = "LEAK 0.5 " + refusal
     items = _scored({"toy-alpha-bar": CellRecord("toy-alpha-bar", "failed", ename="ImportError",
                                                  evalue=refusal)})
-    assert refusal in " ".join(items["alpha_bar"].messages)
+    text = " ".join(items["alpha_bar"].messages)
+    assert "imported a module the grader refuses" in text and refusal not in text  # which: not told
     items = _scored({"toy-alpha-bar": CellRecord("toy-alpha-bar", "failed", ename="ImportError",
                                                  evalue=forged)})
     text = " ".join(items["alpha_bar"].messages)
-    assert "raised ImportError" in text and "LEAK" not in text and "cannot be imported" not in text
+    assert "raised an exception" in text and "ImportError" not in text and "LEAK" not in text
 
 
 def test_an_own_cell_before_any_hidden_check_keeps_its_message():
@@ -153,14 +159,14 @@ def graded_leak(tmp_path_factory):
 
 def test_student_code_cannot_carry_a_hidden_checks_inputs_out_in_its_exception(graded_leak):
     graded_leak = graded_leak / "leaky"
-    executed = (graded_leak / "executed.ipynb").read_text()
+    executed = executed_copy(graded_leak).read_text()
     assert "LEAK [(0.5, -1.0)" in executed  # the attack did read them, in the kernel
     for name in ("feedback.md", "results.json"):
         text = (graded_leak / name).read_text()
         assert "LEAK" not in text and "0.5, -1.0" not in text and "_inputs" not in text
     kl = next(t for t in json.loads((graded_leak / "results.json").read_text())["tests"]
               if t["name"] == "kl")
-    assert "raised ValueError when the check called it" in kl["output"]
+    assert "raised an exception when the check called it" in kl["output"]
 
 
 def test_the_students_own_error_message_reaches_the_feedback(graded_leak):
@@ -170,12 +176,12 @@ def test_the_students_own_error_message_reaches_the_feedback(graded_leak):
 
 def test_what_student_code_kept_from_a_hidden_check_does_not_reach_the_feedback(graded_leak):
     out = graded_leak / "stasher"
-    executed = (out / "executed.ipynb").read_text()
+    executed = executed_copy(out).read_text()
     assert "LEAK [(0.5, -1.0)" in executed  # the attack kept them, and printed and raised them
     for name in ("feedback.md", "results.json"):
         text = (out / name).read_text()
         assert "LEAK" not in text and "0.5, -1.0" not in text and "_inputs" not in text, name
     feedback = (out / "feedback.md").read_text()
-    assert "`toy-alpha-bar` raised ValueError" in feedback  # the type and the cell, nothing else
+    assert "`toy-alpha-bar` raised an exception" in feedback and "ValueError" not in feedback  # the cell only
     results = {t["name"]: t["score"] for t in json.loads((out / "results.json").read_text())["tests"]}
     assert results["kl"] == 3.0 and results["alpha_bar"] == 2.0

@@ -22,6 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.report import executed_copy
 from autograder import config, execute, grade, merge, messages, report, scoring, submissions
 from autograder.checks import Verdict
 from autograder.execute import CellRecord
@@ -179,11 +180,11 @@ def test_feedback_never_contains_hidden_check_source(graded):
         text = path.read_text()
         assert SENTINEL not in text, path
         assert "_expected = 0.5 * (_mu**2" not in text, path
-    assert SENTINEL in (graded / "correct" / "executed.ipynb").read_text()  # instructor copy
+    assert SENTINEL in executed_copy(graded / "correct").read_text()  # instructor copy
 
 
 def test_executed_notebook_keeps_the_outputs(graded):
-    nb = nbformat.read(str(graded / "correct" / "executed.ipynb"), as_version=4)
+    nb = nbformat.read(str(executed_copy(graded / "correct")), as_version=4)
     printed = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert printed.count("self-check passed\n") == 2
 

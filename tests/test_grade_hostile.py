@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.report import executed_copy
 from autograder import grade
 from autograder.sandbox import bwrap_problem
 
@@ -54,7 +55,7 @@ def _result(out: Path, student: str) -> dict:
 
 
 def _outputs(out: Path, student: str) -> str:
-    nb = nbformat.read(str(out / student / "executed.ipynb"), as_version=4)
+    nb = nbformat.read(str(executed_copy(out / student)), as_version=4)
     return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.get("outputs", []))
 
@@ -94,7 +95,7 @@ def test_student_code_has_no_network(hostile):
 
 def test_huge_outputs_are_cut_in_the_executed_copy(hostile):
     out, _ = hostile
-    assert (out / "huge_output" / "executed.ipynb").stat().st_size < 3_000_000
+    assert executed_copy(out / "huge_output").stat().st_size < 3_000_000
     assert "characters cut by the grader" in _outputs(out, "huge_output")
 
 
@@ -116,11 +117,11 @@ def test_feedback_of_hostile_students_never_shows_hidden_source(hostile):
 def test_no_hidden_source_is_left_in_the_kernel_for_student_code_to_carry_out(hostile):
     """The probe found no hidden source: not through its callers' frames while a check ran, nor
     in the kernel's memory afterwards (its message, LEAK-NONE, is in the instructors' executed
-    copy). Its cell ran after a hidden check, so the student's feedback names only the type."""
+    copy). Its cell ran after a hidden check, so the student's feedback says only that it raised."""
     out, _ = hostile
-    nb = nbformat.read(str(out / "leaks_source" / "executed.ipynb"), as_version=4)
+    nb = nbformat.read(str(executed_copy(out / "leaks_source")), as_version=4)
     probe = "\n".join(o.get("evalue", "") + o.get("text", "") for c in nb.cells
                       if c.cell_type == "code" for o in c.get("outputs", []))
     assert "LEAK-NONE" in probe and "LEAK-FOUND" not in probe, probe[-2000:]
     feedback = json.dumps(_result(out, "leaks_source"))
-    assert "LEAK-" not in feedback and "raised RuntimeError" in feedback, feedback[:2000]
+    assert "LEAK-" not in feedback and "raised an exception" in feedback, feedback[:2000]

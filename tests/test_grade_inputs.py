@@ -26,6 +26,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.report import executed_copy
 from autograder import execute, grade, pipeline, state, submissions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,7 +174,7 @@ def test_a_bad_file_scores_zero_and_its_message_says_what_is_wrong(batch, studen
     assert expected in data["output"], data["output"]
     assert expected in (out / student / "feedback.md").read_text()
     assert all(t["score"] == 0.0 and "Not graded" in t["output"] for t in data["tests"])
-    assert not (out / student / "executed.ipynb").exists()  # never run
+    assert not executed_copy(out / student).exists()  # never run
     note = _table_row(printed, student)
     assert (expected.split(":")[0] if student == "too_large" else expected[:40]) in note
 

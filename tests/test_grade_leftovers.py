@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.report import executed_copy
 from autograder import grade, reap
 from autograder.sandbox import bwrap_problem
 
@@ -77,7 +78,7 @@ def _grade(tmp_path: Path, *extra: str) -> tuple[float, float]:
                        "--profile", "smoke", "--timeout", "60", "--no-progress", *extra])
     done = time.time()
     assert code == 0
-    executed = (out / "spinner" / "executed.ipynb").read_text()
+    executed = executed_copy(out / "spinner").read_text()
     ended = re.search(r"CELLS-ENDED-AT (\d+\.\d+)", executed)
     assert ended, "the spinning cell did not finish"
     assert json.loads((out / "spinner" / "results.json").read_text())["score"] > 0

@@ -236,7 +236,11 @@ def test_a_written_answer_cannot_pose_as_the_graders_own_headings_or_run_script(
     assert "Exercise 9: bonus" in page and "<h2>Exercise 9" not in page
     assert page.count("<h2>") == 1 and "<h3>" in page  # the grader's own: "Written answers" and the item
     assert r"\(x^2\)" in page and "<li>a list</li>" in page  # math and lists still render
-    assert "ui/safe" in report._MATHJAX_CONFIG  # MathJax's safe extension drops javascript: links
+    assert "ui/safe" in report._MATHJAX_CONFIG and "URLs:'none'" in report._MATHJAX_CONFIG  # no \\href
+    assert "styles:'none'" in report._MATHJAX_CONFIG  # no \\style{...} making a fake green "full marks"
+    tricks = report.render_markdown("> ![p](https://evil.example/p.png) [mail](https://evil.example) "
+                                    "<https://evil.example> <img src=x onerror=alert(1)>")
+    assert "<img" not in tricks and "<a " not in tricks and "evil.example" in tricks  # shown as text
     if (report.MATHJAX_SOURCE / "tex-chtml.js").is_file():
         assert (report.MATHJAX_SOURCE / "ui" / "safe.js").is_file()
 

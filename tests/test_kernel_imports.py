@@ -20,6 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.report import executed_copy
 from autograder import grade, sandbox
 from autograder.checks import STUDENT_MARK, VERDICT_MARK
 from autograder.release import ASSIGNMENTS, render
@@ -150,7 +151,7 @@ def test_borrowed_answers_lose_their_items_and_only_those(graded):
 
 @needs_bwrap
 def test_the_kernel_cannot_read_the_real_packages(graded):
-    executed = nbformat.read(str(graded / "borrowed" / "executed.ipynb"), as_version=4)
+    executed = nbformat.read(str(executed_copy(graded / "borrowed")), as_version=4)
     text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
     line = next(ln for ln in text.splitlines() if ln.startswith("PROBE read"))
     assert line.startswith("PROBE read 0 of "), line

@@ -24,6 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.report import executed_copy
 from autograder import grade, sandbox
 from autograder.runner import kernel_env
 
@@ -161,7 +162,7 @@ def attacked(tmp_path_factory):
     clone = tmp_path_factory.mktemp("other-clone")
     shutil.copytree(SOURCE, clone / "solutions")
     targets = {"git": _git_dir(), "clone": str(clone / "solutions" / "toy.ipynb"),
-               "earlier": str(earlier / "correct" / "executed.ipynb")}
+               "earlier": str(executed_copy(earlier / "correct"))}
     home = str(Path.home())
     folder, out = tmp_path_factory.mktemp("attack"), tmp_path_factory.mktemp("attack-out")
     (folder / "honest.ipynb").write_text(_notebook({"toy-kl": "import time\ntime.sleep(12)\n"}))
@@ -180,7 +181,7 @@ def attacked(tmp_path_factory):
 
 
 def _outputs(out: Path, student: str) -> str:
-    nb = nbformat.read(str(out / student / "executed.ipynb"), as_version=4)
+    nb = nbformat.read(str(executed_copy(out / student)), as_version=4)
     return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                      for o in c.get("outputs", []))
 
@@ -221,7 +222,7 @@ def test_a_kernel_sees_nothing_of_the_graders_environment(attacked):
     out, _ = attacked
     # The probe's verdict is in the instructors' executed copy; its cell ran after a hidden check,
     # so the student's own results name only the exception's type.
-    nb = nbformat.read(str(out / "hostile" / "executed.ipynb"), as_version=4)
+    nb = nbformat.read(str(executed_copy(out / "hostile")), as_version=4)
     probe = "\n".join(o.get("evalue", "") for c in nb.cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
     assert "leak: nothing" in probe, probe[-2000:]

@@ -23,6 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.report import executed_copy
 from autograder import grade
 from autograder.config import GradeConfig, SlurmOptions
 from autograder.slurm import task_config, task_gpus
@@ -157,8 +158,8 @@ def test_every_student_gets_the_grade_local_grading_gives(graded):
         assert _graded_part(got) == _graded_part(want), student
         assert ((on_slurm / student / "feedback.md").read_text()
                 == (local / student / "feedback.md").read_text()), student
-        assert ((on_slurm / student / "executed.ipynb").exists()
-                == (local / student / "executed.ipynb").exists()), student
+        assert (executed_copy(on_slurm / student).exists()
+                == executed_copy(local / student).exists()), student
     assert (on_slurm / "gradebook.csv").read_text() == (local / "gradebook.csv").read_text()
 
 
