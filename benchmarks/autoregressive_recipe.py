@@ -8,7 +8,8 @@ as the chapter), once per recipe, and records its test bits/dim (exact, eq. ar-n
 p(x) and of p(x | y)) and the scores of ``eval_samples`` unconditional samples at temperatures
 1 and 0.9 (``dgm.evaluate.evaluate_samples``: FD_clf, coverage, mean confidence), and the
 share of 10 class-conditional samples per class that the evaluation classifier assigns to their
-class, in benchmarks/results/autoregressive_recipe_<profile>.json (rows merged by recipe and
+class (with classifier-free guidance w = 1 and 3 too, for the softmax head), in
+benchmarks/results/autoregressive_recipe_<profile>.json (rows merged by recipe and
 epochs or steps). Training is timed in process CPU seconds as well as wall seconds; ``--steps``
 trains a recipe that costs more per step for fewer steps, at the same CPU time.
 ``--grids DIR`` saves an 8 x 8 grid of each recipe's samples, and a grid of its class-conditional
@@ -40,6 +41,7 @@ from dgm.evaluate import evaluate_samples, get_classifier
 from dgm.unet import NULL_CLASS
 
 TEMPERATURES = (1.0, 0.9)
+GUIDANCE = (0.0, 1.0, 3.0)  # classifier-free guidance weights of the class-conditional samples
 
 
 def recipe(name: str, cfg: ar.AutoregressiveSettings) -> tuple[dict, dict]:
@@ -70,12 +72,14 @@ class Steps:
         return itertools.islice(batches, self.steps)
 
 
-def class_accuracy(model: ar.PixelTransformer, tau: float, per_class: int = 10
-                   ) -> tuple[float, torch.Tensor]:
-    """Share of ``per_class`` samples of each class given y that the evaluation classifier puts
-    in class y, and the samples ``(10 per_class, 1, 28, 28)``, class by class."""
+def class_accuracy(model: ar.PixelTransformer, tau: float, guidance: float = 0.0,
+                   per_class: int = 10) -> tuple[float, torch.Tensor]:
+    """Share of ``per_class`` samples of each class given y (with classifier-free ``guidance``)
+    that the evaluation classifier puts in class y, and the samples ``(10 per_class, 1, 28, 28)``,
+    class by class."""
     y = torch.arange(10).repeat_interleave(per_class)
-    x = ar.sample(model, len(y), y, temperature=tau, generator=torch.Generator().manual_seed(8))
+    x = ar.sample(model, len(y), y, temperature=tau, generator=torch.Generator().manual_seed(8),
+                  guidance=guidance)
     with torch.no_grad():
         predicted = get_classifier("fashion_mnist")(x.float()).argmax(1)
     return (predicted == y).double().mean().item(), x
@@ -115,9 +119,10 @@ def measure(name: str, cfg: ar.AutoregressiveSettings, epochs: int, grids: Path 
         if grids is not None:
             grids.mkdir(parents=True, exist_ok=True)
             save_image(x[:64], grids / f"{name}_{tag}_tau{tau}.png", nrow=8, padding=1)
-    row["class_accuracy_tau1.0"], x = class_accuracy(model, 1.0)
-    if grids is not None:
-        save_image(x, grids / f"{name}_{tag}_classes.png", nrow=10, padding=1)
+    for w in GUIDANCE if model.head_kind == "softmax" else GUIDANCE[:1]:
+        row[f"class_accuracy_tau1.0_w{w}"], x = class_accuracy(model, 1.0, w)
+        if grids is not None:
+            save_image(x, grids / f"{name}_{tag}_classes_w{w}.png", nrow=10, padding=1)
     return row
 
 

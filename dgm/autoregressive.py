@@ -400,22 +400,32 @@ def sample_categorical(logits: Tensor, temperature: float | Tensor = 1.0,
 @torch.no_grad()
 def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float | Tensor = 1.0,
            generator: torch.Generator | None = None, use_cache: bool = True,
-           shape: tuple[int, int] = (28, 28)) -> Tensor:
+           shape: tuple[int, int] = (28, 28), guidance: float = 0.0) -> Tensor:
     """Draw ``n`` images ``(n, 1, H, W)`` in [0, 1], pixel by pixel in raster order: D
     sequential network calls. ``y`` and ``temperature`` are one value or one per image;
     ``use_cache`` keeps the transformer's keys and values, or the PixelCNN's features of
-    finished rows (``PixelCNN.step_logits``); the samples are the same without it."""
+    finished rows (``PixelCNN.step_logits``); the samples are the same without it.
+
+    ``guidance`` w > 0 (softmax heads, with ``y``): classifier-free guidance on the logits of
+    every pixel, (1 + w) logits(y) - w logits(NULL_CLASS), as eq. {eq}`sg-cfg` does on the noise;
+    the unconditional logits come from a second copy of the batch, so it costs twice as much."""
+    if guidance and (y is None or _is_mixture(model)):
+        raise ValueError("guidance needs labels y and a softmax head (the mixture's parameters "
+                         "are not logits); pass guidance=0 otherwise")
     model.eval()
     p = next(model.parameters())
     h, w = getattr(model, "shape", shape)
-    x = torch.zeros(n, 1, h, w, device=p.device, dtype=p.dtype)
-    levels = torch.zeros(n, h * w, dtype=torch.long, device=p.device)
     if y is not None:
         y = torch.as_tensor(y, device=p.device).long().expand(n)
+    m = n
+    if guidance:  # rows n..2n-1: the same images without their class
+        y, m = torch.cat([y, torch.full_like(y, NULL_CLASS)]), 2 * n
+    x = torch.zeros(m, 1, h, w, device=p.device, dtype=p.dtype)
+    levels = torch.zeros(m, h * w, dtype=torch.long, device=p.device)
     cnn_cache = {} if use_cache else None  # PixelCNN: features of finished rows
     if isinstance(model, PixelTransformer) and use_cache:
         cache = [{} for _ in model.blocks]
-        token = model.class_embed(_class_index(y, n, model.n_classes, p.device))
+        token = model.class_embed(_class_index(y, m, model.n_classes, p.device))
     for i in range(h * w):
         if isinstance(model, PixelTransformer):
             if use_cache:
@@ -426,9 +436,11 @@ def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float
                 logits = model.prefix_logits(levels[:, :i], y)
         else:
             logits = model.step_logits(x, y, i, cnn_cache)
-        levels[:, i] = sample_pixel(model, logits, temperature, generator)
-        x.view(n, -1)[:, i] = levels[:, i].to(x.dtype) / (LEVELS - 1)
-    return x
+        if guidance:
+            logits = (1 + guidance) * logits[:n] - guidance * logits[n:]
+        levels[:, i] = sample_pixel(model, logits, temperature, generator).repeat(m // n)
+        x.view(m, -1)[:, i] = levels[:, i].to(x.dtype) / (LEVELS - 1)
+    return x[:n]
 
 
 def input_dependence(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
