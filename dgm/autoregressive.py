@@ -271,6 +271,8 @@ class PixelTransformer(nn.Module):
         super().__init__()
         check_choice(positions, get_args(Positions), "positions")
         self.head_kind = check_choice(head, get_args(Head), "output head")
+        if n_mix < 1:
+            raise ValueError(f"n_mix (mixture components) must be at least 1, got {n_mix}")
         self.out_channels = LEVELS if head == "softmax" else 3 * n_mix
         self.shape, self.n_classes = tuple(shape), n_classes
         self.dims = shape[0] * shape[1]

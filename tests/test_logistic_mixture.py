@@ -171,3 +171,5 @@ def test_mixture_outputs_and_pixel_log_prob_shapes():
 def test_unknown_head_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match="softmax, logistic_mixture"):
         PixelTransformer((2, 2), d_model=8, n_heads=2, n_layers=1, head="gaussian")
+    with pytest.raises(ValueError, match="n_mix"):
+        PixelTransformer((2, 2), d_model=8, n_heads=2, n_layers=1, head="logistic_mixture", n_mix=0)
