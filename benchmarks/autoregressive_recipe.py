@@ -19,6 +19,7 @@ samples (one row per class), as PNG files there.
 decayed exponentially to 10 %. ``new``: the chapter's settings (row + column vectors, spread
 0.02, warm-up then cosine). ``dlm5``, ``dlm10``: ``new`` with a discretised logistic mixture of
 5 or 10 components as output (``head="logistic_mixture"``, ``dgm.logistic_mixture``).
+``new_lr<rate>`` (e.g. ``new_lr5e-3``): ``new`` at another peak learning rate.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def recipe(name: str, cfg: ar.AutoregressiveSettings) -> tuple[dict, dict]:
         return new
     if name in ("dlm5", "dlm10"):
         return {**new[0], "head": "logistic_mixture", "n_mix": int(name[3:])}, dict(new[1])
-    raise ValueError(f"unknown recipe {name!r}; choose from old, new, dlm5, dlm10")
+    if name.startswith("new_lr"):  # e.g. new_lr5e-3
+        return new[0], {**new[1], "lr": float(name[len("new_lr"):])}
+    raise ValueError(f"unknown recipe {name!r}; choose from old, new, new_lr<rate>, dlm5, dlm10")
 
 
 class Steps:
