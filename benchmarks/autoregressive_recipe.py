@@ -146,10 +146,12 @@ def main() -> None:
     for recipe_name in args.recipes:
         row = stamped(measure(recipe_name, dataclasses.replace(cfg), epochs, args.grids, args.steps))
         # read the file again just before writing, so that runs in parallel keep each other's rows
-        rows = {f"{r['recipe']}_e{r['epochs']}": r for r in (previous(name) or {}).get("rows", [])}
+        before = previous(name) or {}
+        rows = {f"{r['recipe']}_e{r['epochs']}": r for r in before.get("rows", [])}
         rows[f"{recipe_name}_e{row['epochs']}"] = row  # epochs = steps / batches per pass with --steps
         print(row, flush=True)
-        write(name, {"profile": args.profile, "rows": list(rows.values())})
+        note = {"note": before["note"]} if "note" in before else {}  # written by hand: keep it
+        write(name, {"profile": args.profile, **note, "rows": list(rows.values())})
 
 
 if __name__ == "__main__":
