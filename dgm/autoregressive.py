@@ -1,7 +1,8 @@
 """Autoregressive image models, introduced in book/autoregressive.md ({ref}`ar-chapter`).
 
 Both models factorise p(x) = prod_i p(x_i | x_<i) over the 784 pixels in raster order,
-eq. {eq}`ar-chain-rule`, with a 256-way softmax per pixel:
+eq. {eq}`ar-chain-rule`, with a 256-way softmax per pixel (the transformer can instead output a
+discretised logistic mixture, ``head="logistic_mixture"``, ``dgm.logistic_mixture``):
 
 ``pixel_mask``, ``MaskedConv2d``  the masks of type A and B, eq. {eq}`ar-masked-conv`.
 ``PixelCNN``                     masked convolutions, eq. {eq}`ar-masked-conv`.
@@ -12,6 +13,8 @@ eq. {eq}`ar-chain-rule`, with a 256-way softmax per pixel:
                                  is ``dgm.evaluate.bits_per_dim`` with ``scale="bytes"``, as for
                                  the flows).
 ``sample_categorical``           Gumbel-max sampling with a temperature, eq. {eq}`ar-temperature`.
+``pixel_log_prob``, ``sample_pixel``  log p(x_i | x_<i) and one draw, from a model's outputs,
+                                 for either head.
 ``sample``                       D sequential steps, with a cache (keys and values of the
                                  transformer, finished rows of the PixelCNN) or without.
 ``input_dependence``             which inputs each output pixel depends on (autograd), the check
@@ -34,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgm import logistic_mixture
 from dgm.config import check_choice
 from dgm.evaluate import bits_per_dim
 from dgm.progress import progress_bar
@@ -45,6 +49,7 @@ LEVELS = 256  # grey levels of an 8-bit pixel: the size of every softmax
 MaskType = Literal["A", "B"]
 Positions = Literal["learnt", "rows_cols", "sinusoidal"]
 Schedule = Literal["exponential", "cosine"]
+Head = Literal["softmax", "logistic_mixture"]
 
 
 @dataclass(frozen=True)
@@ -253,13 +258,22 @@ class PixelTransformer(nn.Module):
     eq. {eq}`seq-pe`. ``embed_std`` is the spread of the initial pixel and class vectors: 0.02,
     as in GPT-2, keeps them on the scale of the learnt positions (torch's default of 1 drowns
     the positions, and the model learns them late).
+
+    ``head``: 256 logits per pixel (``"softmax"``), or the ``3 n_mix`` parameters of a
+    discretised logistic mixture (``"logistic_mixture"``, ``dgm.logistic_mixture``), an ordinal
+    output in which neighbouring levels share their probability. Either way the outputs are
+    ``(B, out_channels, H, W)``, and :func:`pixel_log_prob` and :func:`sample_pixel` read them.
     """
 
     def __init__(self, shape: tuple[int, int] = (28, 28), d_model: int = 64, n_heads: int = 4,
                  n_layers: int = 2, n_classes: int = 10, positions: Positions = "learnt",
-                 embed_std: float = 0.02):
+                 embed_std: float = 0.02, head: Head = "softmax", n_mix: int = 10):
         super().__init__()
         check_choice(positions, get_args(Positions), "positions")
+        self.head_kind = check_choice(head, get_args(Head), "output head")
+        if n_mix < 1:
+            raise ValueError(f"n_mix (mixture components) must be at least 1, got {n_mix}")
+        self.out_channels = LEVELS if head == "softmax" else 3 * n_mix
         self.shape, self.n_classes = tuple(shape), n_classes
         self.dims = shape[0] * shape[1]
         self.pixel_embed = nn.Embedding(LEVELS, d_model)
@@ -278,7 +292,7 @@ class PixelTransformer(nn.Module):
         for block in self.blocks:  # the same attention, with a fused kernel for training
             block.attn = CausalSelfAttention(d_model, n_heads)
         self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, LEVELS)
+        self.head = nn.Linear(d_model, self.out_channels)
 
     def position_table(self) -> Tensor:
         """The positional vectors ``(D, d_model)`` added to the input sequence, in raster order."""
@@ -291,21 +305,22 @@ class PixelTransformer(nn.Module):
         return self.pixel_embed(to_levels(x).flatten(1))
 
     def logits_from_inputs(self, e: Tensor, y: Tensor | None = None) -> Tensor:
-        """Pixel vectors ``(B, D, d_model)`` -> logits ``(B, 256, H, W)`` (teacher forcing)."""
+        """Pixel vectors ``(B, D, d_model)`` -> outputs ``(B, out_channels, H, W)``: the logits
+        (softmax head) or mixture parameters of every pixel, by teacher forcing."""
         b = len(e)
         cls = self.class_embed(_class_index(y, b, self.n_classes, e.device))[:, None]
         seq = torch.cat([cls, e[:, :-1]], dim=1) + self.position_table()  # shifted right by the class token
         mask = causal_mask(self.dims, device=e.device)
         for block in self.blocks:
             seq = block(seq, mask)
-        logits = self.head(self.norm(seq))  # (B, D, 256)
-        return logits.transpose(1, 2).reshape(b, LEVELS, *self.shape)
+        out = self.head(self.norm(seq))  # (B, D, out_channels)
+        return out.transpose(1, 2).reshape(b, self.out_channels, *self.shape)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.logits_from_inputs(self.inputs(x), y)
 
     def prefix_logits(self, levels: Tensor, y: Tensor | None) -> Tensor:
-        """Logits ``(B, 256)`` of the next pixel after ``levels`` ``(B, i)``, with no cache:
+        """Outputs ``(B, out_channels)`` of the next pixel after ``levels`` ``(B, i)``, no cache:
         the whole prefix goes through the network again."""
         b, i = levels.shape
         cls = self.class_embed(_class_index(y, b, self.n_classes, levels.device))[:, None]
@@ -316,7 +331,7 @@ class PixelTransformer(nn.Module):
         return self.head(self.norm(seq[:, -1]))
 
     def cached_logits(self, token: Tensor, i: int, cache: list[dict[str, Tensor]]) -> Tensor:
-        """Logits ``(B, 256)`` of pixel ``i`` from the input vector at position i, ``(B, d)``
+        """Outputs ``(B, out_channels)`` of pixel ``i`` from the input vector at position i, ``(B, d)``
         (the class token for i = 0, else e(x_{i-1})), using and extending the cached keys and
         values of positions < i: one token's work per layer, eq. {eq}`ar-kv-cost`."""
         h = (token + self.position_table()[i])[:, None]  # (B, 1, d)
@@ -326,11 +341,32 @@ class PixelTransformer(nn.Module):
 
 
 # ------------------------------------------------------------------------ likelihood, sampling
+def _is_mixture(model: nn.Module) -> bool:
+    return getattr(model, "head_kind", "softmax") == "logistic_mixture"
+
+
+def pixel_log_prob(model: nn.Module, out: Tensor, levels: Tensor) -> Tensor:
+    """log p(x_i | x_<i) in nats of integer ``levels (B, ...)`` from the model's outputs
+    ``(B, C, ...)``: log-softmax of the logits, or the discretised logistic mixture."""
+    if _is_mixture(model):
+        return logistic_mixture.log_prob_levels(out, levels)
+    return -F.cross_entropy(out, levels, reduction="none")
+
+
+def sample_pixel(model: nn.Module, out: Tensor, temperature: float | Tensor = 1.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """One level per row of the outputs ``(B, C)`` of one pixel: :func:`sample_categorical`
+    for the softmax, ``logistic_mixture.sample_levels`` (temperature scales the logistics'
+    scales) for the mixture."""
+    if _is_mixture(model):
+        return logistic_mixture.sample_levels(out, temperature, generator)
+    return sample_categorical(out, temperature, generator)
+
+
 def log_prob(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
     """Exact log-likelihood ``(B,)`` in nats of the 8-bit images ``x``, eq. {eq}`ar-chain-rule`:
     the sum over pixels of log p(x_i | x_<i), all at once by teacher forcing."""
-    logits = model(x, y)
-    return -F.cross_entropy(logits, to_levels(x)[:, 0], reduction="none").flatten(1).sum(1)
+    return pixel_log_prob(model, model(x, y), to_levels(x)[:, 0]).flatten(1).sum(1)
 
 
 @torch.no_grad()
@@ -366,22 +402,32 @@ def sample_categorical(logits: Tensor, temperature: float | Tensor = 1.0,
 @torch.no_grad()
 def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float | Tensor = 1.0,
            generator: torch.Generator | None = None, use_cache: bool = True,
-           shape: tuple[int, int] = (28, 28)) -> Tensor:
+           shape: tuple[int, int] = (28, 28), guidance: float = 0.0) -> Tensor:
     """Draw ``n`` images ``(n, 1, H, W)`` in [0, 1], pixel by pixel in raster order: D
     sequential network calls. ``y`` and ``temperature`` are one value or one per image;
     ``use_cache`` keeps the transformer's keys and values, or the PixelCNN's features of
-    finished rows (``PixelCNN.step_logits``); the samples are the same without it."""
+    finished rows (``PixelCNN.step_logits``); the samples are the same without it.
+
+    ``guidance`` w > 0 (softmax heads, with ``y``): classifier-free guidance on the logits of
+    every pixel, (1 + w) logits(y) - w logits(NULL_CLASS), as eq. {eq}`sg-cfg` does on the noise;
+    the unconditional logits come from a second copy of the batch, so it costs twice as much."""
+    if guidance and (y is None or _is_mixture(model)):
+        raise ValueError("guidance needs labels y and a softmax head (the mixture's parameters "
+                         "are not logits); pass guidance=0 otherwise")
     model.eval()
     p = next(model.parameters())
     h, w = getattr(model, "shape", shape)
-    x = torch.zeros(n, 1, h, w, device=p.device, dtype=p.dtype)
-    levels = torch.zeros(n, h * w, dtype=torch.long, device=p.device)
     if y is not None:
         y = torch.as_tensor(y, device=p.device).long().expand(n)
+    m = n
+    if guidance:  # rows n..2n-1: the same images without their class
+        y, m = torch.cat([y, torch.full_like(y, NULL_CLASS)]), 2 * n
+    x = torch.zeros(m, 1, h, w, device=p.device, dtype=p.dtype)
+    levels = torch.zeros(m, h * w, dtype=torch.long, device=p.device)
     cnn_cache = {} if use_cache else None  # PixelCNN: features of finished rows
     if isinstance(model, PixelTransformer) and use_cache:
         cache = [{} for _ in model.blocks]
-        token = model.class_embed(_class_index(y, n, model.n_classes, p.device))
+        token = model.class_embed(_class_index(y, m, model.n_classes, p.device))
     for i in range(h * w):
         if isinstance(model, PixelTransformer):
             if use_cache:
@@ -392,9 +438,11 @@ def sample(model: nn.Module, n: int, y: Tensor | None = None, temperature: float
                 logits = model.prefix_logits(levels[:, :i], y)
         else:
             logits = model.step_logits(x, y, i, cnn_cache)
-        levels[:, i] = sample_categorical(logits, temperature, generator)
-        x.view(n, -1)[:, i] = levels[:, i].to(x.dtype) / (LEVELS - 1)
-    return x
+        if guidance:
+            logits = (1 + guidance) * logits[:n] - guidance * logits[n:]
+        levels[:, i] = sample_pixel(model, logits, temperature, generator).repeat(m // n)
+        x.view(m, -1)[:, i] = levels[:, i].to(x.dtype) / (LEVELS - 1)
+    return x[:n]
 
 
 def input_dependence(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -408,7 +456,8 @@ def input_dependence(model: nn.Module, x: Tensor, y: Tensor | None = None) -> Te
     is_transformer = isinstance(model, PixelTransformer)
     u = model.inputs(x).detach() if is_transformer else x.detach().clone()
     d = x[0].numel()
-    direction = torch.randn(LEVELS, generator=torch.Generator().manual_seed(0)).to(u)
+    channels = getattr(model, "out_channels", LEVELS)
+    direction = torch.randn(channels, generator=torch.Generator().manual_seed(0)).to(u)
 
     def outputs(v):
         logits = model.logits_from_inputs(v, y) if is_transformer else model(v, y)
@@ -460,7 +509,8 @@ def train_autoregressive(model: nn.Module, loader, epochs: int, lr: float, p_unc
     for _ in range(epochs):
         for x, y in loader:
             x, y = x.to(device), drop_labels(y, p_uncond, gen).to(device)
-            loss = F.cross_entropy(model(x, y), to_levels(x)[:, 0]) / math.log(2)  # bits/dim
+            levels = to_levels(x)[:, 0]
+            loss = -pixel_log_prob(model, model(x, y), levels).mean() / math.log(2)  # bits/dim
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

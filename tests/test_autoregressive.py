@@ -260,3 +260,18 @@ def test_lr_factor_warms_up_linearly_and_decays_to_final():
     assert lr_factor(25, total, "cosine", 0, 0.0) == pytest.approx(0.5 + 0.5 * math.cos(math.pi / 4))
     with pytest.raises(ValueError, match="exponential, cosine"):
         lr_factor(0, total, "linear")
+
+
+def test_guided_sampling_at_temperature_zero_is_greedy_on_the_guided_logits():
+    """guidance w: each pixel is the argmax of (1 + w) logits(y) - w logits(NULL_CLASS), both
+    teacher-forced on the sample itself; w = 0 is plain conditional sampling."""
+    _, tf = _models(3, 3)
+    y, w = torch.tensor([4, 1]), 2.0
+    x = sample(tf, 2, y, temperature=0.0, guidance=w)
+    with torch.no_grad():
+        guided = (1 + w) * tf(x, y) - w * tf(x, torch.full_like(y, NULL_CLASS))  # (B, 256, H, W)
+    assert torch.equal(guided.argmax(1), to_levels(x)[:, 0])
+    assert not torch.equal(x, sample(tf, 2, y, temperature=0.0))  # guidance changed the images
+    assert torch.equal(sample(tf, 2, y, temperature=0.0, guidance=0.0), sample(tf, 2, y, temperature=0.0))
+    with pytest.raises(ValueError, match="guidance needs labels"):
+        sample(tf, 2, None, guidance=w)
