@@ -144,7 +144,9 @@ def test_borrowed_answers_lose_their_items_and_only_those(graded):
     tests = {t["name"]: t for t in auto_tests(graded, "borrowed")}
     for item in ("ar-attention", "ar-pe"):
         assert tests[item]["score"] == 0, tests[item]
-        assert "cannot be imported while a homework is graded" in tests[item]["output"], tests[item]["output"]
+        told = tests[item]["output"]  # which module is told before the first hidden check only
+        assert ("cannot be imported while a homework is graded" in told
+                or "imported a module the grader refuses" in told), told
     kept = [n for n in ("ar-mask", "ar-loss", "ar-sample") if n in tests]
     assert kept and all(tests[n]["score"] == tests[n]["max_score"] for n in kept), tests
 

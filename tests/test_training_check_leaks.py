@@ -68,8 +68,10 @@ def test_nothing_the_function_raised_reaches_the_feedback(graded, student):
         assert not found, f"{name} shows {found}"
 
 
-@pytest.mark.parametrize("student, shown", [("frame_message", "ValueError"),
-                                            ("frame_class", "a class the notebook defined")])
-def test_the_training_item_is_lost_and_says_what_was_raised(graded, student, shown):
+@pytest.mark.parametrize("student", ["frame_message", "frame_class"])
+def test_the_training_item_is_lost_and_says_an_exception_was_raised_not_which(graded, student):
+    """The type is not told either: the function chose it after reading the check's frame (red
+    team round 6 chose one of 64 exception types from hidden source, 6 bits each)."""
     train = {t["name"]: t for t in auto_tests(graded, student)}["vae-train"]
-    assert train["score"] == 0 and shown in train["output"], train
+    assert train["score"] == 0 and "it raised an exception" in train["output"], train
+    assert "ValueError" not in train["output"] and "class the notebook defined" not in train["output"]
