@@ -354,3 +354,36 @@ def test_factor_out_split_of_the_recipe_benchmark_has_the_jacobians_logdet_and_i
     assert abs(logdet.item()) > 0.1
     assert abs(logdet.item() - torch.linalg.slogdet(jac)[1].item()) < LOGDET_TOL
     assert torch.allclose(model.layers[0].inverse(z), w, atol=INVERSE_TOL, rtol=0)
+
+
+def test_benchmark_bias_corrected_ema_is_the_normalised_geometric_average():
+    # benchmarks/flows_glow_recipe.py's EMA: after parameters p_1..p_T it must hold
+    # sum_t (1 - d) d^(T - t) p_t / (1 - d^T): no share for the weights before training.
+    from benchmarks.flows_glow_recipe import BiasCorrectedEMA
+
+    d, values = 0.9, [3.0, -1.0, 4.0, 1.5, -2.0]
+    model = nn.Linear(1, 1, bias=False)
+    ema = BiasCorrectedEMA(model, d)
+    with torch.no_grad():
+        model.weight.fill_(100.0)  # the initial value must not leak into the average
+    for v in values:
+        with torch.no_grad():
+            model.weight.fill_(v)
+        ema.update()
+    T = len(values)
+    expected = sum((1 - d) * d ** (T - 1 - k) * v for k, v in enumerate(values)) / (1 - d ** T)
+    target = nn.Linear(1, 1, bias=False)
+    ema.copy_to(target)
+    assert abs(target.weight.item() - expected) < 1e-5
+    assert abs(expected - values[-1]) > 0.5  # an average, not the last value
+
+
+def test_benchmark_cosine_schedule_warms_up_then_falls_to_zero():
+    from benchmarks.flows_glow_recipe import lr_multiplier
+
+    assert abs(lr_multiplier("cosine", 0.05) - (0.051 * 0.5 * (1 + math.cos(math.pi * 0.05)) / 0.1)) < 1e-9
+    assert abs(lr_multiplier("cosine", 0.5) - 0.5) < 1e-9
+    assert lr_multiplier("cosine", 1.0) < 1e-12
+    assert abs(lr_multiplier("chapter", 1.0) - 0.1) < 1e-9
+    with pytest.raises(ValueError, match="chapter"):
+        lr_multiplier("linear", 0.5)
