@@ -131,8 +131,8 @@ OPTIMIZERS = ("adam", "adamax", "adamw")
 def lr_multiplier(schedule: str, frac: float, warmup: float = 0.1) -> float:
     if schedule == "chapter":
         return F.lr_factor(frac, warmup)
-    if schedule == "cosine":
-        return min(1.0, (frac + 1e-3) / warmup) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    if schedule == "cosine":  # the same warm-up, then a cosine down to 0
+        return F.lr_factor(frac, warmup, "cosine", final=0.0)
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 

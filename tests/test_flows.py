@@ -24,6 +24,7 @@ from dgm.flows import (
     channel_mask,
     checkerboard_mask,
     conv_net,
+    lr_factor,
     mlp_net,
     nll_bits_per_dim,
     squeeze,
@@ -387,3 +388,30 @@ def test_benchmark_cosine_schedule_warms_up_then_falls_to_zero():
     assert abs(lr_multiplier("chapter", 1.0) - 0.1) < 1e-9
     with pytest.raises(ValueError, match="chapter"):
         lr_multiplier("linear", 0.5)
+
+
+def test_lr_factor_schedules_match_their_closed_forms():
+    for final in (0.1, 0.0):
+        assert lr_factor(0.5, 0.0, "cosine", final) == pytest.approx((1 + final) / 2, abs=1e-12)
+        assert lr_factor(1.0, 0.0, "cosine", final) == pytest.approx(final, abs=1e-12)
+        assert lr_factor(0.25, 0.0, "cosine", final) == pytest.approx(
+            final + (1 - final) * (0.5 + 0.5 * math.cos(math.pi / 4)), abs=1e-12)
+    assert lr_factor(0.5, 0.0) == pytest.approx(0.1 ** 0.5, abs=1e-12)  # the default is unchanged
+    assert lr_factor(0.05, 0.1, "cosine", 0.0) == pytest.approx(0.51 * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    with pytest.raises(ValueError, match="exponential"):
+        lr_factor(0.5, 0.0, "linear")
+
+
+def test_train_flow_follows_the_cosine_schedule_to_zero():
+    torch.manual_seed(0)
+    model = build_glow_flow((1,), 4, 1, shape=(1, 4, 4))
+    x = torch.rand(24, 1, 4, 4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4)
+    history = train_flow(model, loader, epochs=2, lr=1e-2, progress=False, warmup=0.25,
+                         schedule="cosine", final_lr=0.0)
+    total = 12
+    expected = [1e-2 * lr_factor(s / total, 0.25, "cosine", 0.0) for s in range(total)]
+    assert history["lr"] == pytest.approx(expected, rel=1e-9)
+    assert history["lr"][-1] < 1e-3 < max(history["lr"])
+    with pytest.raises(ValueError, match="schedule"):
+        train_flow(model, loader, epochs=1, schedule="step", progress=False)
