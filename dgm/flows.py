@@ -451,29 +451,42 @@ def nll_bits_per_dim(model: FlowModel, x: Tensor, batch_size: int = 256,
     return bits_per_dim(total / count, int(math.prod(model.shape)), scale="bytes")
 
 
-def lr_factor(frac: float, warmup: float = 0.0) -> float:
+SCHEDULES = ("exponential", "cosine")
+
+
+def lr_factor(frac: float, warmup: float = 0.0, schedule: str = "exponential", final: float = 0.1) -> float:
     """Learning-rate multiplier after a fraction ``frac`` of training: a linear warm-up over the
-    first ``warmup`` of it, times a decay from 1 to 0.1 over the whole run."""
+    first ``warmup`` of it, times a decay from 1 to ``final`` over the whole run, exponential
+    (``final ** frac``) or cosine (``final + (1 - final) (1 + cos(pi frac)) / 2``)."""
     ramp = min(1.0, (frac + 1e-3) / warmup) if warmup > 0 else 1.0
-    return ramp * 0.1 ** frac
+    frac = min(frac, 1.0)
+    if schedule == "exponential":
+        return ramp * final ** frac
+    if schedule == "cosine":
+        return ramp * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * frac)))
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 def train_flow(model: FlowModel, loader, epochs: int, lr: float = 1e-3, max_grad_norm: float = 10.0,
                device: torch.device | None = None, progress: bool = True,
-               warmup: float = 0.0) -> dict[str, list[float]]:
+               warmup: float = 0.0, schedule: str = "exponential",
+               final_lr: float = 0.1) -> dict[str, list[float]]:
     """Maximum likelihood: minimise the mean NLL in bits/dim with Adam (learning rate warmed up
-    over the first ``warmup`` fraction of the steps and decayed to 10 % over training,
-    ``lr_factor``), clipping gradient norms. ActNorm layers are initialised from the first batch
+    over the first ``warmup`` fraction of the steps and decayed to ``final_lr`` times ``lr`` over
+    training along ``schedule``, ``lr_factor``; the rate of every step is in ``history["lr"]``),
+    clipping gradient norms. ActNorm layers are initialised from the first batch
     (``FlowModel.data_init``). Returns ``{"train bits/dim": per step}`` and the wall time in
     ``history["seconds"]``. On the CPU the model's convolution weights are left channels-last
     (``dgm.speed.channels_last``)."""
+    lr_factor(0.0, warmup, schedule, final_lr)  # a bad schedule fails before any work
     device = device or _device_of(model)
     channels_last(model.to(device), device).train()  # 25 % faster convolutions on the CPU
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     total_steps = max(1, epochs * len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step / total_steps, warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step / total_steps, warmup, schedule, final_lr))
     dims = int(math.prod(model.shape))
-    history: dict[str, list[float]] = {"train bits/dim": []}
+    history: dict[str, list[float]] = {"train bits/dim": [], "lr": []}
     start = time.perf_counter()
     bar = progress_bar(total=total_steps, enabled=progress, leave=False, desc="flow")
     for epoch in range(epochs):
@@ -485,6 +498,7 @@ def train_flow(model: FlowModel, loader, epochs: int, lr: float = 1e-3, max_grad
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            history["lr"].append(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
             history["train bits/dim"].append(loss.item())

@@ -24,6 +24,7 @@ from dgm.flows import (
     channel_mask,
     checkerboard_mask,
     conv_net,
+    lr_factor,
     mlp_net,
     nll_bits_per_dim,
     squeeze,
@@ -354,3 +355,63 @@ def test_factor_out_split_of_the_recipe_benchmark_has_the_jacobians_logdet_and_i
     assert abs(logdet.item()) > 0.1
     assert abs(logdet.item() - torch.linalg.slogdet(jac)[1].item()) < LOGDET_TOL
     assert torch.allclose(model.layers[0].inverse(z), w, atol=INVERSE_TOL, rtol=0)
+
+
+def test_benchmark_bias_corrected_ema_is_the_normalised_geometric_average():
+    # benchmarks/flows_glow_recipe.py's EMA: after parameters p_1..p_T it must hold
+    # sum_t (1 - d) d^(T - t) p_t / (1 - d^T): no share for the weights before training.
+    from benchmarks.flows_glow_recipe import BiasCorrectedEMA
+
+    d, values = 0.9, [3.0, -1.0, 4.0, 1.5, -2.0]
+    model = nn.Linear(1, 1, bias=False)
+    ema = BiasCorrectedEMA(model, d)
+    with torch.no_grad():
+        model.weight.fill_(100.0)  # the initial value must not leak into the average
+    for v in values:
+        with torch.no_grad():
+            model.weight.fill_(v)
+        ema.update()
+    T = len(values)
+    expected = sum((1 - d) * d ** (T - 1 - k) * v for k, v in enumerate(values)) / (1 - d ** T)
+    target = nn.Linear(1, 1, bias=False)
+    ema.copy_to(target)
+    assert abs(target.weight.item() - expected) < 1e-5
+    assert abs(expected - values[-1]) > 0.5  # an average, not the last value
+
+
+def test_benchmark_cosine_schedule_warms_up_then_falls_to_zero():
+    from benchmarks.flows_glow_recipe import lr_multiplier
+
+    assert abs(lr_multiplier("cosine", 0.05) - (0.051 * 0.5 * (1 + math.cos(math.pi * 0.05)) / 0.1)) < 1e-9
+    assert abs(lr_multiplier("cosine", 0.5) - 0.5) < 1e-9
+    assert lr_multiplier("cosine", 1.0) < 1e-12
+    assert abs(lr_multiplier("chapter", 1.0) - 0.1) < 1e-9
+    with pytest.raises(ValueError, match="chapter"):
+        lr_multiplier("linear", 0.5)
+
+
+def test_lr_factor_schedules_match_their_closed_forms():
+    for final in (0.1, 0.0):
+        assert lr_factor(0.5, 0.0, "cosine", final) == pytest.approx((1 + final) / 2, abs=1e-12)
+        assert lr_factor(1.0, 0.0, "cosine", final) == pytest.approx(final, abs=1e-12)
+        assert lr_factor(0.25, 0.0, "cosine", final) == pytest.approx(
+            final + (1 - final) * (0.5 + 0.5 * math.cos(math.pi / 4)), abs=1e-12)
+    assert lr_factor(0.5, 0.0) == pytest.approx(0.1 ** 0.5, abs=1e-12)  # the default is unchanged
+    assert lr_factor(0.05, 0.1, "cosine", 0.0) == pytest.approx(0.51 * 0.5 * (1 + math.cos(math.pi * 0.05)))
+    with pytest.raises(ValueError, match="exponential"):
+        lr_factor(0.5, 0.0, "linear")
+
+
+def test_train_flow_follows_the_cosine_schedule_to_zero():
+    torch.manual_seed(0)
+    model = build_glow_flow((1,), 4, 1, shape=(1, 4, 4))
+    x = torch.rand(24, 1, 4, 4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4)
+    history = train_flow(model, loader, epochs=2, lr=1e-2, progress=False, warmup=0.25,
+                         schedule="cosine", final_lr=0.0)
+    total = 12
+    expected = [1e-2 * lr_factor(s / total, 0.25, "cosine", 0.0) for s in range(total)]
+    assert history["lr"] == pytest.approx(expected, rel=1e-9)
+    assert history["lr"][-1] < 1e-3 < max(history["lr"])
+    with pytest.raises(ValueError, match="schedule"):
+        train_flow(model, loader, epochs=1, schedule="step", progress=False)
