@@ -150,7 +150,8 @@ def gradescope_json(res: StudentResult) -> dict:
             "profile": res.profile,
             "device": res.device,
             "items": [{k: v for k, v in asdict(i).items() if k != "messages"} for i in res.items],
-            "timings": res.timings,
+            "timings": {k: (v if not isinstance(v, (int, float)) or v == 0 else messages.coarse_seconds(v))
+                        for k, v in res.timings.items()},  # exact: out/.instructor/<student>/timings.json
             "lms_id": res.lms_id,
             "late": res.late,
         },
@@ -285,12 +286,24 @@ def executed_copy(student_folder: Path) -> Path:
     return student_folder.parent / INSTRUCTOR_DIR / student_folder.name / "executed.ipynb"
 
 
+def exact_timings(student_folder: Path) -> dict:
+    """The exact timings of a student's grading (``out/.instructor/<student>/timings.json``); the
+    student's own ``results.json`` holds them rounded up to whole minutes (a run time is a channel
+    the student's code can choose), so benchmarks read them here."""
+    path = executed_copy(student_folder).parent / "timings.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return json.loads((Path(student_folder) / "results.json").read_text())["extra_data"].get("timings", {})
+
+
 def write_student(out: Path, res: StudentResult, executed=None, extra: dict | None = None,
                   ) -> None:
     """Write ``out/<student>/`` (results.json, feedback.md, feedback.html) and the executed
     notebook (:func:`executed_copy`, instructors only);
     ``extra`` is added to results.json's ``extra_data`` (the grader's fingerprint)."""
     folder = out / res.student
+    executed_copy(folder).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(executed_copy(folder).parent / "timings.json", json.dumps(res.timings, indent=1) + "\n")
     atomic_write(folder / "results.json", results_json_text(res, extra))
     md = feedback_markdown(res)
     atomic_write(folder / "feedback.md", md)

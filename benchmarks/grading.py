@@ -35,6 +35,7 @@ from pathlib import Path
 
 from autograder import grade
 from autograder.release import render
+from autograder.report import exact_timings
 from benchmarks.common import dated, previous, stamped, write
 from benchmarks.mutations import reference_submission
 
@@ -56,7 +57,7 @@ def _grade(assignment: str, source: Path, subs: list[Path], out: Path, profile: 
 
 def _timings(out: Path, student: str) -> dict:
     data = json.loads((out / student / "results.json").read_text())
-    t = data["extra_data"]["timings"]
+    t = exact_timings(out / student)
     return {"score": data["score"], "max_score": data["max_score"],
             "wall_s": round(t["wall_s"], 2), "cells_s": round(t.get("cells_s", 0.0), 2),
             "student_cells_s": round(t.get("student_cells_s", 0.0), 2),

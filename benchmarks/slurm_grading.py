@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from autograder import grade
+from autograder.report import exact_timings
 from autograder.state import read_log
 from benchmarks.common import write
 
@@ -90,7 +91,7 @@ def main() -> None:
         local, on_slurm = grades(tmp / "local"), grades(tmp / "slurm")
         done = [e for e in read_log(tmp / "slurm" / "grader.log.jsonl")
                 if e["event"] == "slurm_task_done"]
-        walls = {p.parent.name: json.loads(p.read_text())["extra_data"]["timings"]["wall_s"]
+        walls = {p.parent.name: exact_timings(p.parent)["wall_s"]
                  for p in (tmp / "slurm").glob("*/results.json")}
     n = len(local)
     payload = {

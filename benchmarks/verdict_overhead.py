@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRIVIAL = """\
 import torch
 from autograder.observe import observe
+from autograder.report import exact_timings
 x = torch.arange(4.0)
 # --- student ---
 obs = observe(y=2 * x)
@@ -81,8 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         grade.main(["--assignment", "toy", "--source", str(fixtures / "source"),
                     str(fixtures / "students" / "correct.ipynb"), "--out", str(out), "--jobs", "1",
                     "--device", "cpu", "--profile", "smoke", "--no-progress"])
-        timings = json.loads((out / "correct" / "results.json").read_text())
-        timings = timings.get("timings") or timings.get("extra_data", {}).get("timings", {})
+        timings = exact_timings(out / "correct")
         results["toy_submission"] = {k: timings.get(k) for k in
                                      ("wall_s", "cells_s", "judge_s", "overhead_s")}
     print(json.dumps(results, indent=1))

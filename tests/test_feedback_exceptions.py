@@ -18,11 +18,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.report import executed_copy
 from autograder import grade, merge, messages, scoring
 from autograder.checks import Verdict
 from autograder.execute import CellRecord
 from autograder.notebook_format import read_notebook
+from autograder.report import executed_copy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"
 sys.path.insert(0, str(FIXTURES))

@@ -22,11 +22,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.report import executed_copy
 from autograder import config, execute, grade, merge, messages, report, scoring, submissions
 from autograder.checks import Verdict
 from autograder.execute import CellRecord
 from autograder.notebook_format import read_notebook
+from autograder.report import executed_copy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"
 SOURCE = FIXTURES / "source"
@@ -181,6 +181,20 @@ def test_feedback_never_contains_hidden_check_source(graded):
         assert SENTINEL not in text, path
         assert "_expected = 0.5 * (_mu**2" not in text, path
     assert SENTINEL in executed_copy(graded / "correct").read_text()  # instructor copy
+
+
+def test_a_students_folder_holds_only_what_the_student_may_see(graded):
+    """Red team rounds 6 and 7: the folder an instructor hands out held the executed notebook (the
+    hidden checks) and the exact run times (a channel the student's code can choose)."""
+    for folder in (p for p in graded.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        assert sorted(p.name for p in folder.iterdir()) == ["feedback.html", "feedback.md", "results.json"]
+        shown = json.loads((folder / "results.json").read_text())
+        times = [shown["execution_time"], *shown["extra_data"]["timings"].values()]
+        assert all(t == 0 or t % 60 == 0 for t in times), times  # whole minutes
+        if executed_copy(folder).is_file():  # it ran (a file that could not be read did not)
+            exact = report.exact_timings(folder)  # the instructors' copy
+            assert exact["wall_s"] > 0 and exact["wall_s"] % 60 != 0
+    assert executed_copy(graded / "correct").is_file()
 
 
 def test_executed_notebook_keeps_the_outputs(graded):

@@ -18,8 +18,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.report import executed_copy
 from autograder import grade
+from autograder.report import executed_copy
 from autograder.sandbox import bwrap_problem
 
 # The limits and the isolation these tests prove need bubblewrap, which `make test` installs

@@ -19,8 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.report import executed_copy
 from autograder import grade, reap
+from autograder.report import executed_copy
 from autograder.sandbox import bwrap_problem
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"

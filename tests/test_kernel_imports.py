@@ -20,10 +20,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.report import executed_copy
 from autograder import grade, sandbox
 from autograder.checks import STUDENT_MARK, VERDICT_MARK
 from autograder.release import ASSIGNMENTS, render
+from autograder.report import executed_copy
 from benchmarks.mutations import reference_submission
 from edited_submissions import auto_tests
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.report import executed_copy
 from autograder import grade, sandbox
+from autograder.report import executed_copy
 from autograder.runner import kernel_env
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "grading"

@@ -23,9 +23,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.report import executed_copy
 from autograder import grade
 from autograder.config import GradeConfig, SlurmOptions
+from autograder.report import executed_copy
 from autograder.slurm import task_config, task_gpus
 from autograder.state import read_log
 

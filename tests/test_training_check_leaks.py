@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder.report import executed_copy
 from autograder import grade
 from autograder.release import render
+from autograder.report import executed_copy
 from edited_submissions import auto_tests, edited_reference
 
 CELL = "vae-train"
