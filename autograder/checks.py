@@ -100,8 +100,8 @@ class Verdict:
     status: str            # "passed", "failed" (an assertion), "error" (bad measurements)
     message: str = ""
     fraction: float = 1.0
-    #: Numbers the check's source writes, which its message may show as they are
-    #: (:func:`autograder.messages.verdict_text`).
+    #: Numbers the check's source writes, which its message may show (with two significant
+    #: figures) rather than by their decade (:func:`autograder.messages.verdict_text`).
     keep: frozenset = field(default_factory=frozenset)
 
 
@@ -129,7 +129,7 @@ def run_verdict(parts: CheckParts, payloads: list, timeout: float | None = None)
     if not payloads:
         return Verdict("error", "the check sent no measurements to the grader: something in "
                        "your notebook stopped it or replaced how it reports", 0.0)
-    from autograder.messages import literals  # messages imports this module's users
+    from autograder.messages import literals  # here: messages -> notebook_format -> checks
 
     status, message, fraction = judge(parts.setup, parts.verdict, payloads, limits, timeout)
     return Verdict(status, message, fraction, literals(parts.setup + parts.verdict))

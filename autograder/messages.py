@@ -9,9 +9,10 @@ own message comes from elsewhere: the hidden check that failed (:mod:`autograder
 Nothing a student sees may hold a hidden check's source: every text that comes from the kernel
 or a verdict goes through :func:`redact`. Nor may it hold what the student's code could have read
 from a hidden check (its inputs, names, constants): text from the kernel reaches the feedback
-only here, in :func:`describe_cell`, which once any hidden check has run shows an exception's type
-and never its message (the code may have kept what it read in a global and raise it from a later
-cell of its own); a cell's printed output and warnings never reach it. A verdict's message goes
+only here, in :func:`describe_cell`, which once any hidden check has run says only that an
+exception was raised, never its type or message (the code may have kept what it read in a global
+and chosen either from it in a later cell of its own); a cell's printed output and warnings never
+reach it. A verdict's message goes
 through :func:`verdict_text`, which tells every number in it that the check did not write or mark
 as its own by its sign and decade only (:func:`decade`), so that a number the student's code
 returned carries at most 6 bits back.
@@ -112,7 +113,7 @@ def figures(x) -> str:
 
 #: The marks around text a verdict tells as it is (:func:`told`): a constant of the check, never a
 #: value the student's code chose. Private-use characters: no observation can carry them
-#: (:func:`autograder.observe.decode` refuses strings that hold them).
+#: (:func:`autograder.observe.decode` removes them from every string it reads).
 TOLD_OPEN, TOLD_CLOSE = "\ue000", "\ue001"
 _TOLD = re.compile(f"{TOLD_OPEN}([^{TOLD_OPEN}{TOLD_CLOSE}]*){TOLD_CLOSE}")
 #: Any number in a message: integers too (a student's code can choose 784 as well as 0.784).
@@ -181,10 +182,10 @@ def verdict_text(text: str, secret: list[str], keep: frozenset[float] = frozense
     in it that the check did not write in its source (``keep``, :func:`literals`) or mark with
     :func:`told`, and that is not a whole number up to :data:`SMALL_INT` or a power of ten,
     told by its decade (:func:`decade`); the check's own numbers with two significant figures
-    (:func:`figures`: a threshold is told, not its last digits). Default-deny: a verdict echoes what the student's code
-    returned, which may carry what that code read from the check (red team round 5 read a hidden
-    check's source back through echoed numbers at two significant figures, 11 bits each), and
-    must not give away the check's reference values."""
+    (:func:`figures`: a threshold is told, not its last digits). Default-deny: a verdict echoes
+    what the student's code returned, which may carry what that code read from the check (red
+    team round 5 read a hidden check's source back through echoed numbers at two significant
+    figures, 11 bits each), and must not give away the check's reference values."""
     def written(token: str) -> str:  # a constant: with two significant figures, as ever
         return figures(token) if _NUMBER.fullmatch(token) else token
 
@@ -250,7 +251,8 @@ def describe_cell(rec, what: str, timeout: float, secret: list[str],
     This is the one place where text from the kernel reaches the feedback. An exception is shown
     by its type and message (:func:`exception_message`), except in a ``hidden`` check's cell:
     there the student's code ran on the check's own inputs, so what it raised could carry them
-    (or anything else its callers' frames hold) out to the student, and only its type is shown.
+    (or anything else its callers' frames hold) out to the student, so only the fact that it
+    raised is told: neither message nor type (one of about 64 names the code can choose, 6 bits).
     The same holds for a cell of the student's own that ran ``after_hidden``, after the first
     hidden check: the code could have kept what it read there and raise it now."""
     if rec is None:

@@ -112,8 +112,8 @@ def _score_auto(name: str, item: Item, merged: MergeResult, records: Mapping[str
     for sid in item.selfchecks:
         rec = records.get(sid)
         if rec is not None and rec.status == "failed":
-            first = next((source_text(c).strip().splitlines() or [""])[0]
-                         for c in merged.notebook.cells if cell_id(c) == sid)
+            first = next(((source_text(c).strip().splitlines() or [""])[0]
+                          for c in merged.notebook.cells if cell_id(c) == sid), "")
             msg = messages.describe_cell(rec, messages.selfcheck_cell(sid, first), timeout, secret,
                                          after_hidden=sid in late)
             if messages.NOT_DONE not in msg and not (broken and rec.ename == "NameError"):
