@@ -149,19 +149,19 @@ def test_the_verdict_echoes_only_what_shown_exception_can_write():
     class Mine(TypeError):
         pass
 
-    for text in ("ValueError", "OutOfMemoryError", shown_exception(Mine())):
-        assert raised(text) == text
-    for text in ("AttributeError: N=torch,tiny_images", "tiny_images", "an exception of a class the notebook "
-                 "defined (derived from tiny_images)", 3):
+    assert raised("NotImplementedError") == "NotImplementedError"  # the exercise is not done
+    # any other type is chosen by code that saw the check (red team round 6: 6 bits per name)
+    for text in ("ValueError", "OutOfMemoryError", shown_exception(Mine()), "AttributeError: N=torch,tiny_images",
+                 "tiny_images", "an exception of a class the notebook defined (derived from tiny_images)", 3):
         assert raised(text) == "an exception"
 
 
 def test_describe_shows_shapes_and_numbers_and_no_text():
     assert describe(torch.zeros(2, 3)) == "a tensor of shape (2, 3) and dtype float32"
     assert describe(np.zeros(4, dtype=np.int64)) == "an array of shape (4,) and dtype int64"
-    assert describe(1.5) == "1.5" and describe(3) == "3" and describe(float("nan")) == "nan"
+    assert describe(1.5) == "between 1 and 10" and describe(3) == "3" and describe(float("nan")) == "nan"
     assert describe(True) == "True" and describe(None) == "None"
     assert describe("tiny_images") == "a string"
-    assert describe([1, 2.5]) == "a list [1, 2.5]"
+    assert describe([1, 2.5]) == "a list [1, between 1 and 10]"  # numbers by their decade
     assert describe(["tiny_images"]) == "a list of 1 items" and describe({"tiny_images": 1}) == "a dict of 1 entries"
     assert "tiny_images" not in describe(object())
