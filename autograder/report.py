@@ -279,18 +279,23 @@ def results_json_text(res: StudentResult, extra: dict | None = None) -> str:
 INSTRUCTOR_DIR = ".instructor"
 
 
-def executed_copy(student_folder: Path) -> Path:
-    """The instructors' executed notebook of the student whose folder is ``student_folder``
-    (``out/<student>``): ``out/.instructor/<student>/executed.ipynb``."""
+def instructor_folder(student_folder: Path) -> Path:
+    """What only instructors see of the student whose folder is ``student_folder``
+    (``out/<student>``): ``out/.instructor/<student>/``."""
     student_folder = Path(student_folder)
-    return student_folder.parent / INSTRUCTOR_DIR / student_folder.name / "executed.ipynb"
+    return student_folder.parent / INSTRUCTOR_DIR / student_folder.name
+
+
+def executed_copy(student_folder: Path) -> Path:
+    """The instructors' executed notebook of a student: ``out/.instructor/<student>/executed.ipynb``."""
+    return instructor_folder(student_folder) / "executed.ipynb"
 
 
 def exact_timings(student_folder: Path) -> dict:
     """The exact timings of a student's grading (``out/.instructor/<student>/timings.json``); the
     student's own ``results.json`` holds them rounded up to whole minutes (a run time is a channel
     the student's code can choose), so benchmarks read them here."""
-    path = executed_copy(student_folder).parent / "timings.json"
+    path = instructor_folder(student_folder) / "timings.json"
     if path.is_file():
         return json.loads(path.read_text())
     return json.loads((Path(student_folder) / "results.json").read_text())["extra_data"].get("timings", {})
@@ -302,8 +307,8 @@ def write_student(out: Path, res: StudentResult, executed=None, extra: dict | No
     notebook (:func:`executed_copy`, instructors only);
     ``extra`` is added to results.json's ``extra_data`` (the grader's fingerprint)."""
     folder = out / res.student
-    executed_copy(folder).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(executed_copy(folder).parent / "timings.json", json.dumps(res.timings, indent=1) + "\n")
+    instructor_folder(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write(instructor_folder(folder) / "timings.json", json.dumps(res.timings, indent=1) + "\n")
     atomic_write(folder / "results.json", results_json_text(res, extra))
     md = feedback_markdown(res)
     atomic_write(folder / "feedback.md", md)
@@ -312,7 +317,6 @@ def write_student(out: Path, res: StudentResult, executed=None, extra: dict | No
     if executed is not None:
         import nbformat
 
-        executed_copy(folder).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(executed_copy(folder), nbformat.writes(executed))
 
 

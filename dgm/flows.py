@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from dgm.config import check_choice
 from dgm.progress import progress_bar
 from dgm.speed import channels_last
 
@@ -458,13 +459,12 @@ def lr_factor(frac: float, warmup: float = 0.0, schedule: str = "exponential", f
     """Learning-rate multiplier after a fraction ``frac`` of training: a linear warm-up over the
     first ``warmup`` of it, times a decay from 1 to ``final`` over the whole run, exponential
     (``final ** frac``) or cosine (``final + (1 - final) (1 + cos(pi frac)) / 2``)."""
+    check_choice(schedule, SCHEDULES, "learning-rate schedule")
     ramp = min(1.0, (frac + 1e-3) / warmup) if warmup > 0 else 1.0
     frac = min(frac, 1.0)
     if schedule == "exponential":
         return ramp * final ** frac
-    if schedule == "cosine":
-        return ramp * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * frac)))
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    return ramp * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def train_flow(model: FlowModel, loader, epochs: int, lr: float = 1e-3, max_grad_norm: float = 10.0,
